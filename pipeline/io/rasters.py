@@ -1,0 +1,164 @@
+"""Reading, checking, aligning and writing rasters (rasterio / GDAL).
+
+Every layer is aligned once, at ingestion, to the basin's one target grid:
+nearest (or mode when coarsening) for classes, bilinear for continuous values.
+Aligned rasters are written chunk by chunk to tiled GeoTIFFs, so memory depends
+on the chunk size, not on the raster size.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.windows
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioIOError
+from rasterio.vrt import WarpedVRT
+
+from pipeline.errors import InputDataError, OutputError
+from pipeline.io.grid import Grid
+
+log = logging.getLogger(__name__)
+
+# Creation options for every GeoTIFF the pipeline writes. No timestamps are written
+# (GDAL writes none for GTiff unless asked), so identical data give identical bytes.
+GTIFF_OPTIONS = dict(driver="GTiff", tiled=True, blockxsize=512, blockysize=512,
+                     compress="DEFLATE", zlevel=6, BIGTIFF="IF_SAFER")
+
+
+@dataclass(frozen=True)
+class RasterInfo:
+    path: Path
+    crs: object
+    transform: object
+    width: int
+    height: int
+    dtype: str
+    nodata: float | None
+    bounds: tuple
+
+
+def inspect_raster(path: Path, role: str) -> RasterInfo:
+    """Open a raster header; raise InputDataError for missing/unreadable/CRS-less files."""
+    path = Path(path)
+    if not path.exists():
+        raise InputDataError(f"{role}: file not found", path=path,
+                             fix="check the path in the configuration (relative paths are "
+                                 "resolved against the configuration file's folder)")
+    try:
+        with rasterio.open(path) as src:
+            info = RasterInfo(path, src.crs, src.transform, src.width, src.height,
+                              src.dtypes[0], src.nodata, tuple(src.bounds))
+    except RasterioIOError as exc:
+        raise InputDataError(f"{role}: GDAL cannot open it as a raster ({_short(exc)})",
+                             path=path, fix="re-download or re-export the file as GeoTIFF "
+                                            "(gdal_translate in.tif out.tif)") from None
+    if info.crs is None:
+        raise InputDataError(f"{role}: the raster has no CRS", path=path,
+                             fix="assign the CRS it was produced in, e.g. "
+                                 "gdal_edit.py -a_srs EPSG:4326 FILE")
+    return info
+
+
+def check_readable(path: Path, role: str, window_rows: int = 1024) -> None:
+    """Read every block once: truncated or corrupt files fail here, not mid-run."""
+    try:
+        with rasterio.open(path) as src:
+            for row in range(0, src.height, window_rows):
+                h = min(window_rows, src.height - row)
+                src.read(1, window=rasterio.windows.Window(0, row, src.width, h))
+    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
+        raise InputDataError(f"{role}: the raster is truncated or corrupt ({_short(exc)})",
+                             path=path, fix="download or export the file again") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def align_raster(src_path: Path, grid: Grid, out_path: Path, *, categorical: bool,
+                 dtype: str, dst_nodata: float, src_nodata: float | None = None,
+                 chunk_rows: int = 1024) -> Path:
+    """Warp `src_path` onto `grid`, writing a tiled GeoTIFF chunk by chunk.
+
+    Classes use 'mode' when the source cells are clearly smaller than the target
+    cells (coarsening) and 'nearest' otherwise; continuous data use 'bilinear'.
+    """
+    with rasterio.open(src_path) as src:
+        if categorical:
+            src_res = _approx_res_m(src, grid)
+            resampling = Resampling.mode if src_res < 0.75 * grid.res else Resampling.nearest
+        else:
+            resampling = Resampling.bilinear
+        vrt_opts = dict(crs=grid.crs.to_wkt(), transform=grid.transform, width=grid.width,
+                        height=grid.height, resampling=resampling, nodata=dst_nodata,
+                        dtype=dtype)
+        if src_nodata is not None:
+            vrt_opts["src_nodata"] = src_nodata
+        profile = dict(GTIFF_OPTIONS, width=grid.width, height=grid.height, count=1,
+                       dtype=dtype, crs=grid.crs.to_wkt(), transform=grid.transform,
+                       nodata=dst_nodata)
+        with WarpedVRT(src, **vrt_opts) as vrt, atomic_raster(out_path, profile) as dst:
+            for row in range(0, grid.height, chunk_rows):
+                h = min(chunk_rows, grid.height - row)
+                win = rasterio.windows.Window(0, row, grid.width, h)
+                dst.write(vrt.read(1, window=win), 1, window=win)
+    log.debug("aligned %s -> %s (%s)", src_path, out_path, resampling.name)
+    return out_path
+
+
+def _approx_res_m(src, grid: Grid) -> float:
+    """Source cell size expressed in the grid's metres (approximate for geographic)."""
+    res = abs(src.transform.a)
+    if src.crs.is_geographic:
+        return res * 111_320.0
+    return res * (src.crs.linear_units_factor[1] if src.crs.linear_units_factor else 1.0)
+
+
+@contextmanager
+def atomic_raster(path: Path, profile: dict):
+    """Open a GeoTIFF for writing under a temporary name; rename into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            yield dst
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot write raster ({exc.strerror or exc})", path=path,
+                          fix="check free disk space and write permission") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_array(path: Path, array: np.ndarray, grid: Grid, nodata: float | None,
+                tags: dict | None = None) -> Path:
+    """Write a 2-D array on `grid` atomically as a tiled, compressed GeoTIFF."""
+    profile = dict(GTIFF_OPTIONS, width=grid.width, height=grid.height, count=1,
+                   dtype=str(array.dtype), crs=grid.crs.to_wkt(), transform=grid.transform,
+                   nodata=nodata)
+    if array.dtype.kind == "f":
+        profile["predictor"] = 3
+    with atomic_raster(path, profile) as dst:
+        dst.write(array, 1)
+        if tags:
+            dst.update_tags(**tags)
+    return Path(path)
+
+
+def read_array(path: Path, masked_nan: bool = False) -> np.ndarray:
+    with rasterio.open(path) as src:
+        arr = src.read(1)
+        if masked_nan and src.nodata is not None and arr.dtype.kind == "f":
+            arr = np.where(arr == src.nodata, np.nan, arr)
+    return arr

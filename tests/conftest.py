@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+sys.path.insert(0, str(TESTS))
+
+import tiny_basin  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_template(tmp_path_factory) -> Path:
+    """The tiny basin built once per session (copy it before mutating)."""
+    folder = tmp_path_factory.mktemp("tiny_template")
+    tiny_basin.build(folder)
+    return folder
+
+
+@pytest.fixture
+def tiny(tmp_path, tiny_template) -> Path:
+    """A private copy of the tiny basin; returns its configuration path."""
+    import shutil
+
+    dst = tmp_path / "basin"
+    shutil.copytree(tiny_template, dst)
+    return dst / "tiny.yaml"
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None,
+            preexec=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command line (`python -m pipeline ...`) in a subprocess."""
+    e = dict(os.environ)
+    e.pop("ECOCREDIT_PROGRESS", None)
+    if env:
+        e.update(env)
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd or REPO, env=e,
+                          capture_output=True, text=True, timeout=timeout, preexec_fn=preexec)
