@@ -1,0 +1,128 @@
+"""Per-project credit rasters: each site's credit spread over its cells by covered area.
+
+A cell's share of a site's credit is its exact coverage fraction (exactextract)
+divided by the site's total coverage, so the raster of a project sums to the
+project's credits in the table (to floating-point rounding).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import exactextract
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+from affine import Affine
+from exactextract.raster import NumPyRasterSource
+
+from pipeline.io.grid import Grid
+
+log = logging.getLogger(__name__)
+
+FUNCTIONS = ("WQ", "HY", "HB")
+BANDS = ("credit_total", "credit_WQ", "credit_HY", "credit_HB",
+         "dscore_WQ", "dscore_HY", "dscore_HB", "landcover_change")
+NODATA = -9999.0
+
+
+@dataclass(frozen=True)
+class Window:
+    row0: int
+    col0: int
+    height: int
+    width: int
+
+    def transform(self, grid: Grid) -> Affine:
+        return grid.transform @ Affine.translation(self.col0, self.row0)
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.row0, self.row0 + self.height), slice(self.col0, self.col0 + self.width)
+
+
+def project_window(geoms: gpd.GeoSeries, grid: Grid, margin: int = 2) -> Window:
+    x0, y0, x1, y1 = geoms.total_bounds
+    r0, c0 = grid.rowcol(x0, y1)
+    r1, c1 = grid.rowcol(x1, y0)
+    r0, c0 = max(r0 - margin, 0), max(c0 - margin, 0)
+    r1, c1 = min(r1 + margin + 1, grid.height), min(c1 + margin + 1, grid.width)
+    return Window(r0, c0, r1 - r0, c1 - c0)
+
+
+def coverage(geoms: gpd.GeoSeries, grid: Grid, win: Window) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(flat cell index within the window, coverage fraction) per geometry."""
+    t = win.transform(grid)
+    xmin, ymax = t.c, t.f
+    xmax, ymin = xmin + t.a * win.width, ymax + t.e * win.height
+    src = NumPyRasterSource(np.zeros((win.height, win.width), dtype=np.float32), xmin, ymin,
+                            xmax, ymax, srs_wkt=grid.crs.to_wkt())
+    gdf = gpd.GeoDataFrame({"i": np.arange(len(geoms))}, geometry=geoms.values, crs=grid.crs)
+    df = exactextract.exact_extract(src, gdf, ["cell_id", "coverage"], output="pandas",
+                                    include_cols=["i"])
+    df = df.sort_values("i")
+    return [(np.asarray(c, dtype=np.int64), np.asarray(f, dtype=np.float64))
+            for c, f in zip(df["cell_id"], df["coverage"])]
+
+
+def project_credit_arrays(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
+                          canonical_pre: np.ndarray, canonical_post: np.ndarray
+                          ) -> tuple[Window, np.ndarray]:
+    """The 8-band array of one project's credit raster (see BANDS) and its window."""
+    win = project_window(sites.geometry, grid)
+    out = np.full((len(BANDS), win.height, win.width), NODATA, dtype=np.float64)
+    covered = np.zeros(win.height * win.width, dtype=bool)
+    for (cells, frac), site_id in zip(coverage(sites.geometry, grid, win), sites["site_id"]):
+        rows = credits[credits["site_id"] == site_id].set_index("function")
+        total = frac.sum()
+        if total <= 0:
+            continue
+        share = frac / total
+        for b in range(7):
+            flat = out[b].reshape(-1)
+            flat[cells[~covered[cells]]] = 0.0
+        for k, f in enumerate(FUNCTIONS):
+            r = rows.loc[f]
+            value = float(r["credit"]) - float(r["debit"])
+            out[1 + k].reshape(-1)[cells] += value * share
+            out[0].reshape(-1)[cells] += value * share
+            out[4 + k].reshape(-1)[cells] = float(r["score_post"]) - float(r["score_pre"])
+        covered[cells] = True
+    rs, cs = win.slices()
+    pre = canonical_pre[rs, cs].astype(np.int64)
+    post = canonical_post[rs, cs].astype(np.int64)
+    change = np.where(pre == post, 0, pre * 10 + post).astype(np.float64)
+    change[(pre == 255) | (post == 255)] = NODATA
+    change.reshape(-1)[~covered] = NODATA
+    out[7] = change
+    return win, out
+
+
+def write_credit_rasters(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
+                         canonical_pre: np.ndarray, canonical_post: np.ndarray,
+                         path_for) -> dict[str, Path]:
+    """Write one multi-band GeoTIFF per project; return {project_id: path}."""
+    from pipeline.io.rasters import GTIFF_OPTIONS, atomic_raster
+
+    written = {}
+    for pid, group in sites.groupby("project_id", sort=True):
+        win, arr = project_credit_arrays(group, credits, grid, canonical_pre, canonical_post)
+        path = path_for(pid)
+        profile = dict(GTIFF_OPTIONS, width=win.width, height=win.height, count=len(BANDS),
+                       dtype="float64", crs=grid.crs.to_wkt(), transform=win.transform(grid),
+                       nodata=NODATA, predictor=3, blockxsize=256, blockysize=256)
+        if win.width < 256 or win.height < 256:
+            profile.update(tiled=False)
+            profile.pop("blockxsize")
+            profile.pop("blockysize")
+        with atomic_raster(path, profile) as dst:
+            dst.write(arr)
+            for i, name in enumerate(BANDS, 1):
+                dst.set_band_description(i, name)
+            dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
+                            landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
+                                             "(canonical codes 1 forest .. 9 other)")
+        written[str(pid)] = path
+        log.debug("credit raster %s: %d x %d cells", path.name, win.width, win.height)
+    return written
