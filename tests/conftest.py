@@ -11,14 +11,14 @@ TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
 sys.path.insert(0, str(TESTS))
 
-import tiny_basin  # noqa: E402
+from pipeline.demo import build_tiny_basin  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def tiny_template(tmp_path_factory) -> Path:
     """The tiny basin built once per session (copy it before mutating)."""
     folder = tmp_path_factory.mktemp("tiny_template")
-    tiny_basin.build(folder)
+    build_tiny_basin(folder)
     return folder
 
 

@@ -1,9 +1,10 @@
-"""A tiny but complete basin, written to a folder: real GeoTIFFs and a GeoPackage.
+"""A tiny but complete generated basin, written to a folder: real GeoTIFFs and a GeoPackage.
 
 120 x 100 cells of 30 m in China Albers; a valley draining south-east; CLCD land
 cover for 2015 and 2023 (restoration sites greened, the impact site built over);
-sites delivered in EPSG:4326 as agencies do. Used by the configuration, ingestion
-and end-to-end tests; building it takes well under a second.
+sites delivered in EPSG:4326 as agencies do. Used to compile the kernels after
+installing (`pipeline.warmup`) and by the tests; building it takes under a second.
+Everything in it is synthetic.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def site_polygons() -> list[dict]:
     ]
 
 
-def build(folder: Path, *, seed: int = 7) -> Path:
+def build_tiny_basin(folder: Path, *, seed: int = 7) -> Path:
     """Write the tiny basin into `folder`; return the path of its configuration."""
     folder = Path(folder)
     data = folder / "data"

@@ -1,0 +1,248 @@
+"""The steps of one assessment, from checked inputs to published files.
+
+Called by `pipeline.assess.assess` inside a staging folder. Each step reads what
+the previous wrote (GeoTIFFs on the basin grid) and logs its wall time.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import rasterio
+import rasterio.features
+import rioxarray
+import xarray as xr
+
+from pipeline.io.grid import Grid
+from pipeline.io.ingest import Ingested, align_inputs, apply_parameter_overrides
+from pipeline.io.outputs import OutputLayout
+from pipeline.io.rasters import write_array
+from pipeline.runlog import Timings
+
+log = logging.getLogger(__name__)
+
+# Rulebook parameter -> name used by the site-indicator module (pipeline.indicators.sites).
+_SITE_PARAM_NAMES = {
+    "near_buffer_m": "near_buffer_m",
+    "landscape_buffer_m": "landscape_buffer_m",
+    "riparian_buffer_m": "riparian_buffer_m",
+    "point_source_buffer_m": "point_source_extra_m",
+    "protected_buffer_m": "protected_near_m",
+    "species_buffer_m": "species_m",
+    "flood_corridor_m": "path_assets_buffer_m",
+    "flood_path_near_km": "path_assets_near_km",
+    "flood_path_far_km": "path_assets_far_km",
+    "min_depression_depth_m": "min_depression_depth_m",
+    "structure_min_share": "structure_min_share",
+    "structure_min_ha": "structure_min_ha",
+}
+# Config layer name -> name used by the site-indicator module.
+_SITE_LAYER_NAMES = {"soil": "soils"}
+
+
+@dataclass
+class Hydrology:
+    paths: dict[str, Path]
+    basin_mask: np.ndarray
+
+
+def open_da(path: Path, chunk: int) -> xr.DataArray:
+    """A GeoTIFF as a dask-backed (y, x) DataArray with CRS and nodata kept."""
+    da = rioxarray.open_rasterio(path, chunks={"y": chunk, "x": chunk}, masked=False,
+                                 lock=False).squeeze("band", drop=True)
+    return da
+
+
+def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings) -> dict:
+    from pipeline.scoring.rulebook import load_rulebook
+
+    cfg = ing.cfg
+    grid = ing.grid
+    chunk = cfg.processing.chunk_size
+    book = apply_parameter_overrides(load_rulebook(cfg.rulebook), cfg)
+    params = {name: p.value for name, p in book.parameters.items()}
+    notes: list[str] = []
+
+    with timings.step("align inputs to the basin grid"):
+        aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk)
+
+    with timings.step("hydrology (fill, D8, accumulation, slope, depressions, streams)"):
+        hyd = run_hydrology(ing, aligned, layout, params, chunk, notes)
+
+    canon: dict[str, Path] = {}
+    landscape: dict[str, dict] = {}
+    for v in cfg.landcover:
+        with timings.step(f"land-cover indicators {v.name} ({v.year})"):
+            canon[v.name], landscape[v.name] = run_landscape(ing, v, aligned, hyd, layout, params,
+                                                             chunk)
+
+    with timings.step("site indicators"):
+        indicators = run_site_indicators(ing, hyd, landscape, params)
+
+    with timings.step("ratings, credits and ledger"):
+        from pipeline.scoring.score import score_sites
+
+        sites_df = pd.DataFrame(ing.sites.drop(columns="geometry"))
+        result = score_sites(indicators, sites_df, cfg.baseline_name, cfg.assessment_name,
+                             cfg.assessment_date, book)
+        write_tables(result, layout)
+        log.info("basin ledger: %s", result.verdict)
+        for _, row in result.ledger.iterrows():
+            log.info("  %-4s credits %10.2f  debits %10.2f  net %10.2f  %s", row["function"],
+                     row["credits"], row["debits"], row["net"], row["verdict"])
+
+    with timings.step("credit rasters"):
+        from pipeline.scoring.spread import write_credit_rasters
+
+        pre = _read(canon[cfg.baseline_name])
+        post = _read(canon[cfg.assessment_name])
+        credit_paths = write_credit_rasters(ing.sites, result.credits, grid, pre, post,
+                                            layout.credit_raster)
+        del pre, post
+
+    with timings.step("GeoPackage and report"):
+        from pipeline.deliver import deliver
+
+        deliver(ing, layout, hyd, landscape, result, credit_paths, book, timings)
+
+    return {"notes": notes, "verdict": result.verdict}
+
+
+# ---------------------------------------------------------------------------------
+# steps
+
+
+def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: dict, chunk: int,
+                  notes: list[str]) -> Hydrology:
+    from pipeline.ops import hydrology as H
+
+    out = layout.hydrology
+    paths = dict(H.hydrology_to_files(aligned["dem"], out, chunk_size=chunk))
+    dem = open_da(aligned["dem"], chunk)
+    filled = open_da(paths["filled"], chunk)
+    slope = H.slope_horn(dem)
+    depth = H.depression_depth(dem, filled)
+    up = open_da(paths["upstream_area_km2"], chunk)
+    streams = H.stream_mask(up, params["stream_threshold_km2"])
+    grid = ing.grid
+    paths["slope_deg"] = write_array(out / "slope_deg.tif", slope.values.astype("float32"), grid, np.nan)
+    paths["depression_depth_m"] = write_array(out / "depression_depth_m.tif",
+                                              depth.values.astype("float32"), grid, np.nan)
+    smask = streams.values.astype("uint8")
+    if "streams" in ing.layers:
+        burned = rasterio.features.rasterize(
+            ((g, 1) for g in ing.layers["streams"].geometry.values), out_shape=grid.shape,
+            transform=grid.transform, fill=0, dtype="uint8", all_touched=True)
+        valid = smask != 255
+        smask = np.where(valid & (burned == 1), 1, smask).astype("uint8")
+        notes.append(f"streams: {int(burned.sum())} cells of the supplied stream layer added to "
+                     "the threshold streams")
+    paths["streams"] = write_array(out / "streams.tif", smask, grid, 255)
+    d8 = _read(paths["d8"])
+    if ing.basin is not None:
+        mask = rasterio.features.rasterize(
+            ((g, 1) for g in ing.basin.geometry.values), out_shape=grid.shape,
+            transform=grid.transform, fill=0, dtype="uint8")
+    else:
+        rc = [grid.rowcol(x, y) for x, y, _ in ing.outlets_xy]
+        mask = H.basin_mask(open_da(paths["d8"], chunk), rc).values.astype("uint8")
+        notes.append(f"basin delineated from {len(rc)} outlet(s): {int(mask.sum())} cells")
+    mask[d8 == 255] = 0
+    paths["basin_mask"] = write_array(out / "basin_mask.tif", mask, grid, None)
+    log.info("basin: %d cells (%.1f km2); streams: %d cells", int(mask.sum()),
+             mask.sum() * grid.cell_area_m2 / 1e6, int((smask == 1).sum()))
+    return Hydrology(paths=paths, basin_mask=mask.astype(bool))
+
+
+def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: OutputLayout,
+                  params: dict, chunk: int) -> tuple[Path, dict]:
+    from pipeline.indicators.landscape import compute_landscape_indicators
+    from pipeline.io.classes import load_scheme, reclassify
+
+    scheme = load_scheme(v.scheme)
+    raw = open_da(aligned[f"lc_{v.name}"], chunk)
+    raw = raw.rio.write_nodata(-1)
+    canonical = reclassify(raw, scheme, path=v.path)
+    d8 = open_da(hyd.paths["d8"], chunk)
+    acc = open_da(hyd.paths["accumulation"], chunk)
+    streams = open_da(hyd.paths["streams"], chunk) == 1
+    out = compute_landscape_indicators(canonical, d8, acc, streams, params, layout.indicators(v.name))
+    return Path(out["canonical"]), dict(out)
+
+
+def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict],
+                        params: dict) -> pd.DataFrame:
+    from pipeline.indicators.sites import site_indicators
+
+    grid = ing.grid
+    dem_stats = {
+        "slope_deg": _read(hyd.paths["slope_deg"]),
+        "depression_depth_m": _read(hyd.paths["depression_depth_m"]),
+        "d8": _read(hyd.paths["d8"]),
+        "accumulation": _read(hyd.paths["accumulation"]),
+    }
+    landcover = {}
+    for v in ing.cfg.landcover:
+        paths = landscape[v.name]
+        patch_table = pd.read_csv(paths["patch_table"])
+        landcover[v.name] = {
+            "year": v.year,
+            "canonical": _read(paths["canonical"]),
+            "patch_id": _read(paths["patch_id"]),
+            "patch_area_ha": _patch_lookup(patch_table, "area_ha"),
+            "patch_dpc": _patch_lookup(patch_table, "dpc"),
+            "stream_mask": _read(hyd.paths["streams"]) == 1,
+            "dist_to_stream_m": _read(paths["dist_to_stream_m"]),
+        }
+    layers = {_SITE_LAYER_NAMES.get(k, k): v for k, v in ing.layers.items()}
+    attrs = _canonical_attrs()
+    p = {dst: params[src] for src, dst in _SITE_PARAM_NAMES.items() if src in params}
+    return site_indicators(ing.sites, (grid.transform, grid.crs, grid.shape), dem_stats, landcover,
+                           layers=layers, attrs=attrs, params=p)
+
+
+def _canonical_attrs() -> dict:
+    """The canonical class attribute table in the form the site indicators read."""
+    from pipeline.io.classes import load_canonical
+
+    table = load_canonical()
+    out = {}
+    for name, c in table.classes.items():
+        out[c.code] = {
+            "natural": bool(c.natural), "intensity": c.intensity,
+            "pollutant": bool(c.pollutant_generating), "runoff": bool(c.runoff_generating),
+            "impervious": float(c.impervious_fraction),
+            "hq_weight": float(table.sub_class_weight(c.hj192_default_sub_class)),
+            "persistent_veg": bool(c.persistent_vegetation), "name": name,
+        }
+    return out
+
+
+def _patch_lookup(table: pd.DataFrame, column: str) -> np.ndarray:
+    """Per-patch values as an array indexed by patch id (0 = no patch)."""
+    n = int(table["patch_id"].max()) + 1 if len(table) else 1
+    out = np.zeros(n, dtype=np.float64)
+    if len(table):
+        out[table["patch_id"].to_numpy(dtype=np.int64)] = table[column].to_numpy(dtype=np.float64)
+    return out
+
+
+def write_tables(result, layout: OutputLayout) -> None:
+    from pipeline.io.tables import write_csv, write_parquet
+
+    write_csv(result.site_scores, layout.table("sites.csv"))
+    write_parquet(result.site_scores, layout.table("sites.parquet"))
+    write_csv(result.credits, layout.table("credits.csv"))
+    write_csv(result.ledger, layout.table("ledger.csv"))
+    write_csv(result.project_totals, layout.table("project_totals.csv"))
+    write_csv(result.traces, layout.table("traces.csv"))
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1)
