@@ -1,0 +1,200 @@
+"""Numba kernels for site geometry on a D8 grid (plain numpy arrays only).
+
+D8 codes are ESRI's: 1 E, 2 SE, 4 S, 8 SW, 16 W, 32 NW, 64 N, 128 NE; 0 is an
+outlet/pit and `nodata` (255) is outside the basin. Row 0 is north, so "S" is
+row + 1. A cell whose code points outside the grid or into a nodata cell ends
+its flow path there (it is treated as an outlet), as pyflwdir does.
+
+Cell indices are row-major flat indices (``row * ncols + col``) in int64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# Offsets (drow, dcol) of the 8 neighbours and the D8 code a cell at that offset
+# must carry to drain into the centre cell (it points back, i.e. the opposite way).
+_NB_DR = np.array([0, 1, 1, 1, 0, -1, -1, -1], dtype=np.int64)
+_NB_DC = np.array([1, 1, 0, -1, -1, -1, 0, 1], dtype=np.int64)
+# neighbour at E (0,+1) drains into the centre when its code is W (16), etc.
+_NB_CODE_INTO = np.array([16, 32, 64, 128, 1, 2, 4, 8], dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
+def _d8_offset(code):
+    """(drow, dcol) of a D8 code; (0, 0) for anything that is not a direction."""
+    if code == 1:
+        return 0, 1
+    if code == 2:
+        return 1, 1
+    if code == 4:
+        return 1, 0
+    if code == 8:
+        return 1, -1
+    if code == 16:
+        return 0, -1
+    if code == 32:
+        return -1, -1
+    if code == 64:
+        return -1, 0
+    if code == 128:
+        return -1, 1
+    return 0, 0
+
+
+@njit(cache=True, nogil=True)
+def upstream_cells(d8, seeds, nodata, scratch):
+    """Every cell draining (D8, transitively) into any seed cell, seeds excluded.
+
+    d8      : 2-D uint8 D8 codes.
+    seeds   : 1-D int64 flat indices of the seed cells (e.g. the site's cells).
+    nodata  : D8 nodata code (255); such cells never drain anywhere.
+    scratch : uint8 array of d8.size, all zero on entry; it is used to mark
+              visited cells and is reset to all zero before returning, so one
+              scratch buffer serves many sites without re-allocating a grid.
+
+    Returns the flat indices (int64) of the contributing cells in BFS order.
+    Seeds are walked through (a path that leaves the seed set and re-enters it
+    is handled: the cells in between drain into a seed and so belong to the
+    result), but never returned.
+    """
+    nrows, ncols = d8.shape
+    flat = d8.ravel()
+    n_seed = seeds.shape[0]
+    queue = np.empty(max(16, 2 * n_seed), dtype=np.int64)
+    head = 0
+    tail = 0
+    for k in range(n_seed):
+        s = seeds[k]
+        if scratch[s] == 0:
+            scratch[s] = 2  # 2 = seed
+            queue[tail] = s
+            tail += 1
+    n_out = 0
+    while head < tail:
+        cur = queue[head]
+        head += 1
+        r = cur // ncols
+        c = cur - r * ncols
+        for k in range(8):
+            rr = r + _NB_DR[k]
+            cc = c + _NB_DC[k]
+            if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
+                continue
+            nb = rr * ncols + cc
+            if scratch[nb] != 0:
+                continue
+            code = np.int64(flat[nb])
+            if code == nodata or code != _NB_CODE_INTO[k]:
+                continue
+            scratch[nb] = 1
+            n_out += 1
+            if tail == queue.shape[0]:
+                bigger = np.empty(2 * queue.shape[0], dtype=np.int64)
+                bigger[:tail] = queue[:tail]
+                queue = bigger
+            queue[tail] = nb
+            tail += 1
+    out = np.empty(n_out, dtype=np.int64)
+    j = 0
+    for i in range(tail):
+        idx = queue[i]
+        if scratch[idx] == 1:
+            out[j] = idx
+            j += 1
+        scratch[idx] = 0
+    return out
+
+
+@njit(cache=True, nogil=True)
+def count_values(values, idxs, nbins):
+    """Histogram of ``values.ravel()[idxs]`` over 0..nbins-1 (others ignored)."""
+    flat = values.ravel()
+    counts = np.zeros(nbins, dtype=np.int64)
+    for i in range(idxs.shape[0]):
+        v = np.int64(flat[idxs[i]])
+        if 0 <= v < nbins:
+            counts[v] += 1
+    return counts
+
+
+@njit(cache=True, nogil=True)
+def outlet_cell(acc, idxs):
+    """Cell of ``idxs`` with the largest accumulation (NaN ignored).
+
+    Ties go to the first cell in row-major order whatever the order of idxs.
+    Returns -1 when idxs is empty or every accumulation is NaN.
+    """
+    flat = acc.ravel()
+    best = -1
+    best_v = -np.inf
+    for i in range(idxs.shape[0]):
+        idx = idxs[i]
+        v = np.float64(flat[idx])
+        if np.isnan(v):
+            continue
+        if best == -1 or v > best_v or (v == best_v and idx < best):
+            best = idx
+            best_v = v
+    return best
+
+
+@njit(cache=True, nogil=True)
+def downstream_path(d8, start, nodata, dx, dy):
+    """D8 flow path from ``start`` down to the basin outlet.
+
+    Returns (idxs, cum_len): flat indices of the path cells, starting with
+    ``start``, and the cumulative length (metres) along the path at each cell
+    (0 at start). A step adds dx (E/W), dy (N/S) or sqrt(dx^2 + dy^2)
+    (diagonal). The path ends at a cell coded 0 (outlet/pit) or nodata, a cell
+    pointing off the grid or into nodata, or - defensively, against a D8 loop,
+    which a valid D8 grid cannot contain - after as many steps as the grid has
+    cells.
+    """
+    nrows, ncols = d8.shape
+    flat = d8.ravel()
+    diag = np.sqrt(dx * dx + dy * dy)
+    cap = 64
+    idxs = np.empty(cap, dtype=np.int64)
+    cum = np.empty(cap, dtype=np.float64)
+    idxs[0] = start
+    cum[0] = 0.0
+    n = 1
+    cur = start
+    limit = flat.shape[0]
+    while n <= limit:
+        code = np.int64(flat[cur])
+        if code == nodata:
+            break
+        dr, dc = _d8_offset(code)
+        if dr == 0 and dc == 0:
+            break
+        r = cur // ncols
+        c = cur - r * ncols
+        rr = r + dr
+        cc = c + dc
+        if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
+            break
+        nxt = rr * ncols + cc
+        if np.int64(flat[nxt]) == nodata:
+            break
+        if dr != 0 and dc != 0:
+            step = diag
+        elif dr != 0:
+            step = dy
+        else:
+            step = dx
+        if n == cap:
+            cap *= 2
+            bi = np.empty(cap, dtype=np.int64)
+            bc = np.empty(cap, dtype=np.float64)
+            bi[:n] = idxs[:n]
+            bc[:n] = cum[:n]
+            idxs = bi
+            cum = bc
+        idxs[n] = nxt
+        cum[n] = cum[n - 1] + step
+        n += 1
+        cur = nxt
+    return idxs[:n].copy(), cum[:n].copy()
