@@ -12,6 +12,7 @@ written), 3 internal error (rerun with --debug for the traceback), 130 interrupt
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -73,6 +74,19 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return exc.exit_code
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if args.debug:
+                raise
+            print(f"internal error: {type(exc).__name__}: {exc}\n  rerun with --debug and report "
+                  "the traceback", file=sys.stderr)
+            return EXIT_INTERNAL
+        if args.debug:
+            raise
+        print(f"error: cannot write {exc.filename or 'an output'}: {exc.strerror}\n"
+              "  how to fix: free disk space (or raise the quota), or choose a writable --out; "
+              "published outputs were left as they were", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; published outputs were left as they were", file=sys.stderr)
         return 130

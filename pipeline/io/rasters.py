@@ -131,14 +131,35 @@ def atomic_raster(path: Path, profile: dict):
     try:
         with rasterio.open(tmp, "w", **profile) as dst:
             yield dst
+        verify_written(tmp, path)
         os.replace(tmp, path)
-    except OSError as exc:
+    except (OSError, rasterio.errors.RasterioError) as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write raster ({exc.strerror or exc})", path=path,
+        raise OutputError(f"cannot write raster ({getattr(exc, 'strerror', None) or _short(exc)})",
+                          path=path,
                           fix="check free disk space and write permission") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def verify_written(tmp: Path, final: Path | None = None) -> None:
+    """Read back the last rows of every band of a just-written GeoTIFF.
+
+    GDAL reports a failed block write (disk full, file-size limit) only on its own
+    error stream; the truncated file then fails to read here, and the run stops
+    with an OutputError instead of publishing a broken raster.
+    """
+    try:
+        with rasterio.open(tmp) as src:
+            h = min(src.height, src.block_shapes[0][0] if src.block_shapes else 1)
+            win = rasterio.windows.Window(0, src.height - h, src.width, h)
+            for b in range(1, src.count + 1):
+                src.read(b, window=win)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        raise OutputError(f"the raster could not be written completely ({_short(exc)}); "
+                          "the disk may be full", path=final or tmp,
+                          fix="free disk space (or raise the quota) and run again") from None
 
 
 def write_array(path: Path, array: np.ndarray, grid: Grid, nodata: float | None,
