@@ -348,15 +348,15 @@ def _read_sites(cfg: Config, crs: CRS, grid: Grid | None, basin, repaired: list[
     else:
         out["special_features"] = ""
     if f.compensation:
-        comp = gdf[f.compensation].fillna("concurrent").astype(str).str.lower()
-        badc = ~comp.isin(["concurrent", "delayed"])
+        comp = gdf[f.compensation].astype("string").str.strip().str.lower()
+        badc = comp.notna() & ~comp.isin(["concurrent", "delayed"])
         if badc.any():
             problems.append(InputDataError(
                 f"sites: {f.compensation} must be 'concurrent' or 'delayed' ({list(ids[badc])[:5]})",
                 field=f.compensation, fix="use concurrent or delayed", **where))
-        out["compensation"] = comp.to_numpy()
-    else:
-        out["compensation"] = "concurrent"
+        out["compensation"] = comp.astype(object).where(comp.notna(), None).to_numpy()
+    else:   # the rulebook's temporal_loss_factor.default_compensation applies
+        out["compensation"] = None
 
     out["area_ha"] = out.geometry.area / 1e4
     if grid is not None:
