@@ -1,0 +1,336 @@
+"""Maps and charts of the report (matplotlib, Agg, no tiles, no network).
+
+Every function draws one figure from the run and returns a `Figure`; `make_figures`
+saves them as PNG under report/figures/ and returns their paths and captions.
+Labels are Chinese when a CJK font is found (see fonts.py), English otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import rasterio
+from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from rasterio.enums import Resampling
+
+from pipeline.indicators.catalog import CLASS_CODES
+from pipeline.report.fonts import has_cjk, rc_params
+from pipeline.report.model import (CELLS, FUNCTION_EN, FUNCTION_ZH, FUNCTIONS, STAGE_ZH, STAGES, RunOutputs,
+                                   site_layer, write_with)
+from pipeline.report.styles import CANONICAL_CLASS_COLOURS, STAGE_COLOURS
+
+log = logging.getLogger(__name__)
+
+CLASS_ZH = {"forest": "林地", "shrub": "灌木林", "grassland": "草地", "wetland": "湿地", "water": "水域",
+            "cropland": "耕地", "built_up": "建设用地", "bare": "裸地", "other": "其他"}
+STAGE_EN = {s: s.replace("_", " ") for s in STAGES}
+MAX_PIXELS = 900
+
+
+def T(zh: str, en: str) -> str:
+    """The label in Chinese when a CJK font is available, else in English."""
+    return zh if has_cjk() else en
+
+
+def fname(f: str) -> str:
+    return T(FUNCTION_ZH[f], FUNCTION_EN[f])
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    key: str
+    path: Path
+    caption: str
+
+
+def _rgb(s: str) -> tuple[float, float, float]:
+    r, g, b, *_ = (int(x) for x in s.split(","))
+    return (r / 255, g / 255, b / 255)
+
+
+def _frame(ax, run: RunOutputs) -> None:
+    run.boundary.boundary.plot(ax=ax, color="#222222", linewidth=1.0)
+    xmin, ymin, xmax, ymax = run.boundary.total_bounds
+    pad = 0.03 * max(xmax - xmin, ymax - ymin)
+    ax.set_xlim(xmin - pad, xmax + pad)
+    ax.set_ylim(ymin - pad, ymax + pad)
+    ax.set_aspect("equal")
+    ax.tick_params(labelsize=7)
+    ax.ticklabel_format(style="plain", useOffset=False)
+    # scale bar: a round length near a fifth of the width
+    width = xmax - xmin
+    length = 10 ** np.floor(np.log10(width / 5))
+    for m in (5, 2):
+        if m * length <= width / 4:
+            length *= m
+            break
+    x0, y0 = xmin + pad * 0.3, ymin - pad * 0.6
+    ax.plot([x0, x0 + length], [y0, y0], color="black", linewidth=3, solid_capstyle="butt")
+    ax.text(x0 + length / 2, y0 + pad * 0.25, f"{length / 1000:g} km", ha="center", va="bottom", fontsize=7)
+    ax.annotate("N", xy=(0.96, 0.97), xytext=(0.96, 0.88), xycoords="axes fraction", ha="center", fontsize=9,
+                arrowprops=dict(arrowstyle="-|>", color="black"))
+
+
+def _streams(ax, run: RunOutputs) -> None:
+    if run.streams is None or run.streams.empty:
+        return
+    ua = run.streams["upstream_area_km2"].astype(float).clip(lower=1e-3)
+    t = (np.log10(ua) - np.log10(ua.min())) / max(np.log10(ua.max() / ua.min()), 1e-9)
+    lw = 0.2 + 2.0 * t ** 3  # headwaters hairline, the main stem bold
+    run.streams.plot(ax=ax, color="#1f78b4", linewidth=lw.to_numpy())
+
+
+def basin_map(run: RunOutputs) -> Figure:
+    fig = Figure(figsize=(7.5, 7.0))
+    ax = fig.add_subplot()
+    _frame(ax, run)
+    _streams(ax, run)
+    sites = run.sites
+    for st in STAGES:
+        part = sites[sites["stage"] == st]
+        if len(part):
+            part.plot(ax=ax, color=_rgb(STAGE_COLOURS[st]), edgecolor="black", linewidth=0.6)
+    impact = sites[sites["kind"] == "impact"]
+    if len(impact):
+        impact.plot(ax=ax, facecolor="none", edgecolor="#d7301f", linewidth=1.6, hatch="///")
+    for name, gdf in sorted(run.layers.items()):
+        if len(gdf) and set(gdf.geom_type) <= {"Point", "MultiPoint"}:
+            gdf.plot(ax=ax, marker="^", color="#e31a1c", markersize=30, zorder=5)
+    for _, r in sites.iterrows():
+        c = r.geometry.representative_point()
+        # a marker too: sites of a few hectares vanish at basin scale
+        ax.plot(c.x, c.y, marker="o", markersize=5, color=_rgb(STAGE_COLOURS.get(r["stage"], "128,128,128,255")),
+                markeredgecolor="black", markeredgewidth=0.6, zorder=6)
+        ax.annotate(str(r["site_id"]), (c.x, c.y), xytext=(4, 4), textcoords="offset points", fontsize=7,
+                    zorder=7, bbox=dict(boxstyle="round,pad=0.15", facecolor="white", alpha=0.7, linewidth=0))
+    handles = [Patch(facecolor=_rgb(STAGE_COLOURS[s]), edgecolor="black", label=T(STAGE_ZH[s], STAGE_EN[s]))
+               for s in STAGES if (sites["stage"] == s).any()]
+    handles.append(matplotlib.lines.Line2D([], [], color="#1f78b4", label=T("河网", "streams")))
+    if len(impact):
+        handles.append(Patch(facecolor="none", edgecolor="#d7301f", hatch="///", label=T("开发影响场地", "impact site")))
+    if any(len(g) and set(g.geom_type) <= {"Point", "MultiPoint"} for g in run.layers.values()):
+        handles.append(matplotlib.lines.Line2D([], [], marker="^", color="#e31a1c", linestyle="none",
+                                               label=T("监测断面等点位", "monitoring points")))
+    ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.9)
+    ax.set_title(T(f"{run.basin_title}：流域、河网与工程场地", f"{run.basin_name}: basin, streams and sites"),
+                 fontsize=10)
+    return fig
+
+
+def credit_map(run: RunOutputs) -> Figure:
+    fig = Figure(figsize=(7.5, 7.0))
+    ax = fig.add_subplot()
+    _frame(ax, run)
+    _streams(ax, run)
+    s = site_layer(run)
+    net = s["credit_total"] - s["debit_total"]
+    lo, hi = float(min(net.min(), -1e-6)), float(max(net.max(), 1e-6))
+    norm = TwoSlopeNorm(vcenter=0.0, vmin=lo, vmax=hi)
+    s.assign(net=net).plot(ax=ax, column="net", cmap="RdYlGn", norm=norm, edgecolor="black", linewidth=0.6)
+    sm = matplotlib.cm.ScalarMappable(norm=norm, cmap="RdYlGn")
+    fig.colorbar(sm, ax=ax, shrink=0.6, label=T("净生态信用（信用 − 借记）", "net credit (credits − debits)"))
+    for _, r in s.assign(net=net).iterrows():
+        c = r.geometry.representative_point()
+        ax.annotate(f"{r['site_id']}\n{r['net']:+.2f}", (c.x, c.y), xytext=(4, 4), textcoords="offset points",
+                    fontsize=7)
+    ax.set_title(T("各场地净生态信用", "net ecological credit per site"), fontsize=10)
+    return fig
+
+
+def _read_small(path: Path) -> tuple[np.ndarray, tuple, dict | None, float | None]:
+    with rasterio.open(path) as ds:
+        f = max(1, int(np.ceil(max(ds.width, ds.height) / MAX_PIXELS)))
+        shape = (max(1, ds.height // f), max(1, ds.width // f))
+        kind = Resampling.nearest if np.issubdtype(np.dtype(ds.dtypes[0]), np.integer) else Resampling.average
+        arr = ds.read(1, out_shape=shape, resampling=kind, masked=True)
+        b = ds.bounds
+        try:
+            cmap = ds.colormap(1)
+        except ValueError:
+            cmap = None
+        return arr, (b.left, b.right, b.bottom, b.top), cmap, ds.nodata
+
+
+def raster_map(run: RunOutputs, key: str, title: str, unit: str, log_scale: bool = False) -> Figure:
+    arr, extent, cmap, _ = _read_small(run.rasters[key])
+    if cmap is None and "canonical" in key and np.issubdtype(arr.dtype, np.integer):
+        cmap = {k: (*v, 255) for k, v in CANONICAL_CLASS_COLOURS.items()}  # class raster without colour table
+    fig = Figure(figsize=(7.5, 6.5))
+    ax = fig.add_subplot()
+    if cmap is not None and np.issubdtype(arr.dtype, np.integer):
+        codes = {v: k for k, v in CLASS_CODES.items()}
+        present = sorted(int(v) for v in np.unique(arr.compressed()))
+        colours = [tuple(c / 255 for c in cmap.get(v, (128, 128, 128, 255))[:3]) for v in present]
+        lut = ListedColormap(colours)
+        idx = np.ma.masked_array(np.searchsorted(present, arr.filled(present[0] if present else 0)), arr.mask)
+        ax.imshow(idx, extent=extent, cmap=lut, norm=BoundaryNorm(np.arange(len(present) + 1) - 0.5, len(present)),
+                  interpolation="nearest")
+        ax.legend(handles=[Patch(color=c, label=T(CLASS_ZH.get(codes.get(v, ""), str(v)), codes.get(v, str(v))))
+                           for v, c in zip(present, colours)], loc="lower right", fontsize=7)
+    else:
+        data = arr.astype("float64")
+        pos = data.compressed()
+        if log_scale and (pos > 0).any():
+            norm = LogNorm(vmin=float(pos[pos > 0].min()), vmax=float(pos.max()))
+            data = np.ma.masked_less_equal(data, 0)
+        else:
+            norm = Normalize(vmin=float(pos.min()) if pos.size else 0, vmax=float(pos.max()) if pos.size else 1)
+        im = ax.imshow(data, extent=extent, cmap="viridis", norm=norm, interpolation="nearest")
+        fig.colorbar(im, ax=ax, shrink=0.7, label=unit)
+    _frame(ax, run)
+    if key != "upstream_area_km2":  # the upstream-area raster shows the streams already
+        _streams(ax, run)
+    run.sites.boundary.plot(ax=ax, color="red", linewidth=0.8)
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def scores_chart(run: RunOutputs) -> Figure:
+    """Before/after function scores per site, one panel per function."""
+    s = site_layer(run).sort_values(["project_id", "site_id"])
+    fig = Figure(figsize=(8.0, 7.5))
+    axes = fig.subplots(3, 1, sharex=True)
+    x = np.arange(len(s))
+    for ax, f in zip(axes, FUNCTIONS):
+        ax.bar(x - 0.2, s[f"{f}_pre"], width=0.4, color="#bdbdbd", label=T(f"基期 {run.baseline[1]}",
+                                                                             f"baseline {run.baseline[1]}"))
+        ax.bar(x + 0.2, s[f"{f}_post"], width=0.4, color="#2b8cbe", label=T(f"评估期 {run.assessment[1]}",
+                                                                              f"assessment {run.assessment[1]}"))
+        ax.set_ylim(0, 9.5)
+        ax.set_yticks([3, 6, 9])
+        ax.set_ylabel(fname(f), fontsize=8)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7, ncol=2, loc="upper right")
+    axes[-1].set_xticks(x, [f"{p}\n{i}" for p, i in zip(s["project_id"], s["site_id"])], fontsize=7)
+    axes[0].set_title(T("各场地一级指标得分（3–9）：基期与评估期", "function scores (3–9) before and after"),
+                      fontsize=10)
+    return fig
+
+
+def ratings_chart(run: RunOutputs) -> Figure:
+    """Heat map of the nine ratings per site, baseline | assessment."""
+    s = site_layer(run).sort_values(["project_id", "site_id"])
+    fig = Figure(figsize=(9.0, 1.6 + 0.35 * len(s)))
+    axes = fig.subplots(1, 2, sharey=True)
+    cmap = ListedColormap(["#d73027", "#fee08b", "#1a9850"])
+    for ax, suffix, title in ((axes[0], "pre", T(f"基期 {run.baseline[1]}", f"baseline {run.baseline[1]}")),
+                              (axes[1], "post", T(f"评估期 {run.assessment[1]}", f"assessment {run.assessment[1]}"))):
+        m = s[[f"{c}_{suffix}" for c in CELLS]].to_numpy(dtype=float)
+        ax.imshow(m, cmap=cmap, vmin=0.5, vmax=3.5, aspect="auto")
+        for (i, j), v in np.ndenumerate(m):
+            if np.isfinite(v):
+                ax.text(j, i, T({1: "低", 2: "中", 3: "高"}[int(v)], {1: "L", 2: "M", 3: "H"}[int(v)]),
+                        ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(CELLS)), [c.replace("_", "-") for c in CELLS], fontsize=7, rotation=90)
+        ax.set_title(title, fontsize=9)
+    axes[0].set_yticks(range(len(s)), list(s["site_id"]), fontsize=7)
+    fig.suptitle(T("九项二级指标评级（场地/景观/社会效力）", "ratings of the nine cells (site/landscape/society)"),
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def credits_chart(run: RunOutputs) -> Figure:
+    """Credits per function, stacked by stage."""
+    c = run.credits[run.credits["kind"] == "restoration"]
+    table = c.pivot_table(index="function", columns="stage", values="credit", aggfunc="sum").reindex(
+        index=list(FUNCTIONS)).fillna(0.0)
+    fig = Figure(figsize=(7.0, 4.2))
+    ax = fig.add_subplot()
+    bottom_pos = np.zeros(len(FUNCTIONS))
+    bottom_neg = np.zeros(len(FUNCTIONS))
+    x = np.arange(len(FUNCTIONS))
+    for st in STAGES:
+        if st not in table.columns:
+            continue
+        v = table[st].to_numpy()
+        base = np.where(v >= 0, bottom_pos, bottom_neg)
+        ax.bar(x, v, bottom=base, color=_rgb(STAGE_COLOURS[st]), edgecolor="black", linewidth=0.4,
+               label=T(STAGE_ZH[st], STAGE_EN[st]))
+        bottom_pos += np.where(v >= 0, v, 0)
+        bottom_neg += np.where(v < 0, v, 0)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, [fname(f) for f in FUNCTIONS])
+    ax.set_ylabel(T("生态信用", "credits"))
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, title=T("实施阶段", "stage"), title_fontsize=7)
+    else:
+        ax.text(0.5, 0.5, T("无修复工程信用", "no restoration credits"), transform=ax.transAxes, ha="center")
+    ax.set_title(T("按生态系统服务与实施阶段汇总的生态信用", "credits by function and stage"), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def ledger_chart(run: RunOutputs) -> Figure:
+    led = run.ledger.set_index("function").reindex(list(FUNCTIONS))
+    fig = Figure(figsize=(7.0, 4.0))
+    ax = fig.add_subplot()
+    x = np.arange(len(FUNCTIONS))
+    ax.bar(x - 0.2, led["credits"], width=0.4, color="#1a9850", label=T("信用", "credits"))
+    ax.bar(x + 0.2, led["debits"], width=0.4, color="#d73027", label=T("借记", "debits"))
+    ax.scatter(x, led["net"], color="black", zorder=3, label=T("净值", "net"))
+    for xi, n in zip(x, led["net"]):
+        ax.annotate(f"{n:+.2f}", (xi, n), xytext=(6, 0), textcoords="offset points", fontsize=8, va="center")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.set_xticks(x, [fname(f) for f in FUNCTIONS])
+    ax.legend(fontsize=8)
+    ax.set_title(T("流域信用台账：信用、借记与净值", "basin ledger: credits, debits and net"), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def _raster_specs(run: RunOutputs) -> list[tuple[str, str, str, str, bool]]:
+    """(figure key, raster key, title, unit, log) of the indicator maps present in the run."""
+    out = []
+    if "upstream_area_km2" in run.rasters:
+        out.append(("map_upstream_area", "upstream_area_km2", T("上游汇水面积", "upstream area"), "km²", True))
+    a, b = run.baseline[0], run.assessment[0]
+    for prefix, zh, en, unit in (("canonical", "土地覆被", "land cover", ""),
+                                 ("patch_area_ha", "自然斑块面积", "natural patch area", "ha"),
+                                 ("patch_dpc", "自然斑块连通性重要性 dPC", "natural patch dPC", "%"),
+                                 ("local_natural_share", "周边自然覆被比例", "local natural share", "")):
+        for vname, year, zh_when in ((a, run.baseline[1], "基期"), (b, run.assessment[1], "评估期")):
+            # raster names: "<vintage>/<indicator>" (pipeline.deliver) or "<indicator>_<vintage>"
+            for key in (f"{vname}/{prefix}", f"{prefix}_{vname}"):
+                if key in run.rasters:
+                    out.append((f"map_{prefix}_{vname}", key, T(f"{zh}（{zh_when} {year}）", f"{en} ({year})"),
+                                unit, prefix == "patch_area_ha"))
+                    break
+    for key in sorted(k for k in run.rasters if k.startswith("credits_")):
+        suffix = key[len("credits_"):]
+        out.append((f"map_{key}", key, T(f"生态信用栅格（{suffix}）", f"credit raster ({suffix})"),
+                    T("信用/像元", "credit per cell"), False))
+    return out
+
+
+def make_figures(run: RunOutputs, fig_dir: Path) -> dict[str, FigureFile]:
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    plan: list[tuple[str, object, str]] = [
+        ("basin_map", lambda: basin_map(run), T("流域、河网、监测点位与工程场地", "basin, streams and sites")),
+        ("credit_map", lambda: credit_map(run), T("各场地净生态信用", "net credit per site")),
+    ]
+    for key, rkey, title, unit, log_scale in _raster_specs(run):
+        plan.append((key, (lambda rk=rkey, t=title, u=unit, lg=log_scale: raster_map(run, rk, t, u, lg)), title))
+    plan += [
+        ("scores_chart", lambda: scores_chart(run), T("基期与评估期一级指标得分", "scores before and after")),
+        ("ratings_chart", lambda: ratings_chart(run), T("九项二级指标评级", "ratings of the nine cells")),
+        ("credits_chart", lambda: credits_chart(run), T("按服务与阶段的生态信用", "credits by function and stage")),
+        ("ledger_chart", lambda: ledger_chart(run), T("流域信用台账", "basin ledger")),
+    ]
+    out: dict[str, FigureFile] = {}
+    with matplotlib.rc_context(rc_params()):
+        for key, draw, caption in plan:
+            fig = draw()
+            path = fig_dir / f"{key}.png"
+            write_with(path, lambda tmp, f=fig: f.savefig(tmp, format="png", bbox_inches="tight",
+                                                           metadata={"Software": None}))
+            out[key] = FigureFile(key, path, caption)
+            log.debug("figure %s", path)
+    return out

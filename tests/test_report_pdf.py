@@ -1,0 +1,87 @@
+"""PDF layout (pipeline/report/pdf.py): line wrapping invariants, and the PDF read by poppler."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import matplotlib
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fixtures_run import shared_outputs
+from pipeline.report.content import TITLE
+from pipeline.report.fonts import rc_params
+from pipeline.report.pdf import _NO_LINE_END, _NO_LINE_START, _Measure
+
+ALPHABET = "生态信用评估流域工程水质净化（）《》，。；：、abcdefXYZ0123456789 _-.%"
+
+
+@pytest.fixture(scope="module")
+def measure():
+    with matplotlib.rc_context(rc_params()):
+        yield _Measure()
+
+
+def test_measure_matches_rendered_width(measure):
+    # independent check: matplotlib's own layout of the same string at the same size
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    with matplotlib.rc_context(rc_params()):
+        fig = Figure(figsize=(8, 2), dpi=72)
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for s in ("流域生态保护修复工程", "credit_total 12.5", "水质净化（WQ）"):
+            t = fig.text(0.05, 0.5, s, fontsize=10)
+            assert measure.width(s, 10) == pytest.approx(t.get_window_extent(renderer).width / 72, rel=0.03)
+
+
+@settings(max_examples=80, deadline=None)
+@given(text=st.text(alphabet=ALPHABET, min_size=1, max_size=200), width=st.floats(0.6, 4.0))
+def test_wrap_keeps_text_and_width(measure, text, width):
+    lines = measure.wrap(text, 10, width)
+    # nothing lost: only a space at a latin word break may be dropped
+    assert "".join(lines).replace(" ", "") == text.replace(" ", "")
+    for i, line in enumerate(lines):
+        assert measure.width(line, 10) <= width * 1.04 + 1e-9, line
+        if i > 0 and line:
+            # a closing mark starts a line only when the previous line had no room even with the allowance
+            if line[0] in _NO_LINE_START:
+                prev = lines[i - 1]
+                assert measure.width(prev + line[0], 10) > width * 1.04
+        if i < len(lines) - 1 and len(line) > 1:
+            assert line[-1] not in _NO_LINE_END, line
+
+
+def test_clip_adds_ellipsis_only_when_needed(measure):
+    assert measure.clip("credit_HY", 6.5, measure.width("credit_HY", 6.5)) == "credit_HY"
+    clipped = measure.clip("sha256_0123456789abcdef", 6.5, 0.4)
+    assert clipped.endswith("…") and measure.width(clipped, 6.5) <= 0.4
+
+
+@pytest.mark.client
+def test_poppler_reads_the_pdf():
+    """pdftotext/pdfinfo (poppler, an independent PDF reader) find the text, in order, and every page."""
+    if not (shutil.which("pdftotext") and shutil.which("pdfinfo")):
+        pytest.skip("poppler-utils not installed (apt-get install poppler-utils)")
+    run, _, _, pdf = shared_outputs()
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True,
+                          timeout=120).stdout
+    info = subprocess.run(["pdfinfo", str(pdf)], capture_output=True, text=True, check=True, timeout=60).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert pages >= 9
+    assert "A4" in info
+    assert TITLE in text and run.basin_title in text
+    heads = ["一、前言", "二、流域生态保护修复工程概况", "三、评估依据", "四、评估内容", "五、数据来源和计算方法",
+             "六、生态信用评估", "七、评估结论", "八、附件"]
+    # body headings (after the table of contents on page 1) appear in order, each on a new page
+    body = text.split("\f", 1)[1]
+    pos = [body.find(h) for h in heads]
+    assert all(p >= 0 for p in pos) and pos == sorted(pos)
+    page_of = [body[:p].count("\f") for p in pos]
+    assert len(set(page_of)) == 8
+    for t in ("附表1", "附表3", "附表4 信用与借记计算（credits）", "附表5", "流域信用台账"):
+        assert t in text, t
+    # the footer numbers every page
+    assert f"— {pages} —" in text
