@@ -22,9 +22,15 @@ log = logging.getLogger(__name__)
 
 def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, credit_paths: dict,
             book, timings) -> None:
+    from pipeline.report.cog import convert_to_cog, write_raster_styles
     from pipeline.report.document import write_report
     from pipeline.report.gpkg import write_geopackage
     from pipeline.report.model import RunOutputs
+
+    rasters = raster_index(hyd, landscape, credit_paths)
+    for path in rasters.values():          # hydrology and credit rasters are plain tiled GeoTIFFs
+        convert_to_cog(path)
+    write_raster_styles(rasters)
 
     run = RunOutputs(
         basin_name=ing.cfg.basin.name,
@@ -46,7 +52,7 @@ def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, c
         ledger=result.ledger,
         project_totals=result.project_totals,
         layers=dict(ing.layers),
-        rasters=raster_index(hyd, landscape, credit_paths),
+        rasters=rasters,
         parameters=assumption_list(book),
         versions=versions(),
         inputs=input_list(ing),

@@ -125,3 +125,24 @@ def write_raster_styles(rasters: dict[str, Path]) -> list[Path]:
             written.append(write_text(Path(path).with_suffix(".qml"), qml))
     log.info("wrote %d raster style sidecar(s)", len(written))
     return written
+
+
+def convert_to_cog(path: Path) -> Path:
+    """Rewrite a tiled GeoTIFF in place as a COG (streamed by GDAL; memory stays small).
+
+    Already-COG files are left alone. Class (integer) rasters get nearest-neighbour
+    overviews, continuous ones averaged overviews; band descriptions and tags are kept.
+    """
+    path = Path(path)
+    with rasterio.open(path) as src:
+        if src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG":
+            return path
+        is_class = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
+        shape = (src.height, src.width)
+    opts = dict(driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=_blocksize(shape), OVERVIEWS="AUTO",
+                RESAMPLING="NEAREST" if is_class else "AVERAGE", NUM_THREADS=1,
+                PREDICTOR="NO" if is_class else "YES", BIGTIFF="IF_SAFER")
+    with rasterio.Env(**_GDAL_ENV), atomic_path(path, suffix=".tif") as tmp:
+        rio_copy(str(path), str(tmp), **opts)
+    log.debug("converted %s to COG", path)
+    return path
