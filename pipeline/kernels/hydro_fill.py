@@ -1,0 +1,265 @@
+"""Depression filling by priority-flood, whole-array and tile-wise.
+
+Whole array: Barnes, Lehman & Mulla (2014) "Priority-Flood", improved variant
+(Algorithm 3): a priority queue for cells above the current water level and a
+plain FIFO ("pit queue") for cells inside a depression, which are raised to the
+level of the cell that reached them. No epsilon: flats stay flat.
+
+Tiles: Barnes (2016) "Parallel priority-flood depression filling for trillion
+cell digital elevation models". Each tile is flooded from its own perimeter and
+from its outlet cells; every perimeter seed starts a watershed label (label 1 =
+the "ocean": cells that drain out of the raster). Where two labels touch, the
+lowest spill elevation is kept. A minimax shortest path over the global label
+graph (:func:`solve_spill_graph`) gives each label the level water must reach
+before it can leave; a last per-tile pass raises each cell to
+``max(tile_filled, label_level)``.
+
+Outlets (water leaves the raster there): valid cells on the raster edge or with
+a nodata (NaN) 8-neighbour. Their filled elevation is their own elevation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+from numba import types
+from numba.typed import Dict
+
+from pipeline.kernels.hydro_common import (DCOL, DROW, heap64_pop, heap64_push, heap_new,
+                                           heap_pop, heap_push, orderable_key)
+
+OCEAN = 1  #: tile-local label of cells connected to an outlet of the raster
+
+
+def priority_flood_fill(z):
+    """Filled elevations of ``z`` (float, NaN = nodata); float64 result, NaN kept."""
+    z = np.ascontiguousarray(z)
+    if z.dtype.kind != "f":
+        z = z.astype(np.float64)
+    if z.size >= 2**32:
+        raise ValueError("more than 2**32 cells: use the tiled fill")
+    return _priority_flood_fill(z, orderable_key(z))
+
+
+@njit(cache=True, nogil=True)
+def _priority_flood_fill(z, key):
+    nr, nc = z.shape
+    n = nr * nc
+    filled = np.empty((nr, nc), dtype=np.float64)
+    closed = np.zeros((nr, nc), dtype=np.bool_)
+    hp = np.empty(max(16, 2 * (nr + nc)), dtype=np.uint64)
+    hsize = 0
+    pit = np.empty(n, dtype=np.int64)   # FIFO; every cell enters at most once
+    phead = 0
+    ptail = 0
+    for r in range(nr):
+        for c in range(nc):
+            v = z[r, c]
+            if np.isnan(v):
+                filled[r, c] = np.nan
+                closed[r, c] = True
+                continue
+            filled[r, c] = v
+            is_outlet = r == 0 or c == 0 or r == nr - 1 or c == nc - 1
+            if not is_outlet:
+                for k in range(8):
+                    if np.isnan(z[r + DROW[k], c + DCOL[k]]):
+                        is_outlet = True
+                        break
+            if is_outlet:
+                closed[r, c] = True
+                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[r, c]) << np.uint64(32))
+                                        | np.uint64(r * nc + c))
+    while hsize > 0 or phead < ptail:
+        if phead < ptail:
+            idx = pit[phead]
+            phead += 1
+        else:
+            top, hsize = heap64_pop(hp, hsize)
+            idx = np.int64(top & np.uint64(0xFFFFFFFF))
+        r = idx // nc
+        c = idx - r * nc
+        level = filled[r, c]
+        for k in range(8):
+            rr = r + DROW[k]
+            cc = c + DCOL[k]
+            if rr < 0 or cc < 0 or rr >= nr or cc >= nc or closed[rr, cc]:
+                continue
+            closed[rr, cc] = True
+            if z[rr, cc] <= level:
+                filled[rr, cc] = level
+                pit[ptail] = rr * nc + cc
+                ptail += 1
+            else:
+                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[rr, cc]) << np.uint64(32))
+                                        | np.uint64(rr * nc + cc))
+    return filled
+
+
+def fill_tile_labels(zp):
+    """First tile pass of the tiled fill; see :func:`_fill_tile_labels`."""
+    zp = np.ascontiguousarray(zp)
+    if zp.dtype.kind != "f":
+        zp = zp.astype(np.float64)
+    return _fill_tile_labels(zp, orderable_key(zp))
+
+
+@njit(cache=True, nogil=True)
+def _fill_tile_labels(zp, key):
+    """First tile pass of the tiled fill (Barnes 2016).
+
+    ``zp``: the tile with a 1-cell halo, NaN outside the raster and at nodata.
+    Returns ``(filled, labels, n_labels, eu, ev, ew)``: the tile flooded from its
+    own perimeter (float64, tile shape), int32 watershed labels (1 = ocean,
+    2.. = one per perimeter seed, 0 = nodata), the number of labels used + 1, and
+    the label graph edges (u < v, spill elevation w = lowest max of the two
+    cells' tile-filled levels over all touching cell pairs).
+    """
+    h = zp.shape[0] - 2
+    w = zp.shape[1] - 2
+    n = h * w
+    filled = np.empty((h, w), dtype=np.float64)
+    labels = np.zeros((h, w), dtype=np.int32)
+    closed = np.zeros((h, w), dtype=np.bool_)
+    hp = np.empty(max(16, 2 * (h + w)), dtype=np.uint64)
+    hsize = 0
+    pit = np.empty(n, dtype=np.int64)
+    phead = 0
+    ptail = 0
+    for r in range(h):
+        for c in range(w):
+            v = zp[r + 1, c + 1]
+            if np.isnan(v):
+                filled[r, c] = np.nan
+                closed[r, c] = True
+                continue
+            filled[r, c] = v
+            ocean = False
+            for k in range(8):
+                if np.isnan(zp[r + 1 + DROW[k], c + 1 + DCOL[k]]):
+                    ocean = True
+                    break
+            if ocean:
+                labels[r, c] = OCEAN
+            if ocean or r == 0 or c == 0 or r == h - 1 or c == w - 1:
+                closed[r, c] = True
+                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[r + 1, c + 1]) << np.uint64(32))
+                                        | np.uint64(r * w + c))
+    next_label = 2
+    lmax = np.int64(2 * (h + w) + 4)
+    edges = Dict.empty(key_type=types.int64, value_type=types.float64)
+    while hsize > 0 or phead < ptail:
+        if phead < ptail:
+            idx = pit[phead]
+            phead += 1
+        else:
+            top, hsize = heap64_pop(hp, hsize)
+            idx = np.int64(top & np.uint64(0xFFFFFFFF))
+        r = idx // w
+        c = idx - r * w
+        if labels[r, c] == 0:
+            labels[r, c] = next_label
+            next_label += 1
+        lab = labels[r, c]
+        level = filled[r, c]
+        for k in range(8):
+            rr = r + DROW[k]
+            cc = c + DCOL[k]
+            if rr < 0 or cc < 0 or rr >= h or cc >= w:
+                continue
+            if closed[rr, cc]:
+                ln = labels[rr, cc]
+                if ln != 0 and ln != lab:
+                    a = min(ln, lab)
+                    b = max(ln, lab)
+                    ekey = np.int64(a) * lmax + b
+                    spill = max(level, filled[rr, cc])
+                    if ekey in edges:
+                        if spill < edges[ekey]:
+                            edges[ekey] = spill
+                    else:
+                        edges[ekey] = spill
+                continue
+            closed[rr, cc] = True
+            labels[rr, cc] = lab
+            if zp[rr + 1, cc + 1] <= level:
+                filled[rr, cc] = level
+                pit[ptail] = rr * w + cc
+                ptail += 1
+            else:
+                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[rr + 1, cc + 1]) << np.uint64(32))
+                                        | np.uint64(rr * w + cc))
+    m = len(edges)
+    eu = np.empty(m, dtype=np.int64)
+    ev = np.empty(m, dtype=np.int64)
+    ew = np.empty(m, dtype=np.float64)
+    i = 0
+    for ekey, val in edges.items():
+        eu[i] = ekey // lmax
+        ev[i] = ekey - eu[i] * lmax
+        ew[i] = val
+        i += 1
+    return filled, labels, next_label, eu, ev, ew
+
+
+@njit(cache=True, nogil=True)
+def solve_spill_graph(n_nodes, eu, ev, ew, source):
+    """Minimax path levels from ``source`` over an undirected weighted graph.
+
+    ``level[v] = min over paths source..v of the max edge weight`` (``-inf`` at
+    the source, ``+inf`` where unreachable). Dijkstra with max instead of +.
+    """
+    m = eu.shape[0]
+    deg = np.zeros(n_nodes + 1, dtype=np.int64)
+    for i in range(m):
+        deg[eu[i] + 1] += 1
+        deg[ev[i] + 1] += 1
+    for i in range(n_nodes):
+        deg[i + 1] += deg[i]
+    adj = np.empty(2 * m, dtype=np.int64)
+    adjw = np.empty(2 * m, dtype=np.float64)
+    fillp = deg[:-1].copy()
+    for i in range(m):
+        adj[fillp[eu[i]]] = ev[i]
+        adjw[fillp[eu[i]]] = ew[i]
+        fillp[eu[i]] += 1
+        adj[fillp[ev[i]]] = eu[i]
+        adjw[fillp[ev[i]]] = ew[i]
+        fillp[ev[i]] += 1
+    level = np.full(n_nodes, np.inf)
+    done = np.zeros(n_nodes, dtype=np.bool_)
+    level[source] = -np.inf
+    kv, ki = heap_new(1024)
+    hsize = 0
+    kv, ki, hsize = heap_push(kv, ki, hsize, -np.inf, source)
+    while hsize > 0:
+        g, u, hsize = heap_pop(kv, ki, hsize)
+        if done[u]:
+            continue
+        done[u] = True
+        for j in range(deg[u], deg[u + 1]):
+            v = adj[j]
+            cand = max(g, adjw[j])
+            if cand < level[v]:
+                level[v] = cand
+                kv, ki, hsize = heap_push(kv, ki, hsize, cand, v)
+    return level
+
+
+@njit(cache=True, nogil=True)
+def apply_spill_levels(filled, labels, label_offset, level):
+    """Last tile pass: ``max(tile_filled, level[global label])`` in place.
+
+    Global label of a cell: 0 for the ocean, ``label_offset + local - 2`` else.
+    """
+    h, w = filled.shape
+    for r in range(h):
+        for c in range(w):
+            lab = labels[r, c]
+            if lab == 0:
+                continue
+            g = 0 if lab == OCEAN else label_offset + lab - 2
+            lv = level[g]
+            if lv > filled[r, c]:
+                filled[r, c] = lv
+    return filled
