@@ -48,8 +48,12 @@ def default_out_dir(cfg: Config) -> Path:
 
 
 def assess(config_path: Path, out: Path | None = None, chunk_size: int | None = None,
-           scheduler: str | None = None) -> Path:
-    """Run the whole assessment; return the published output folder."""
+           scheduler: str | None = None, cache: bool = False) -> Path:
+    """Run the whole assessment; return the published output folder.
+
+    With `cache`, intermediate results are reused from / stored in
+    `<out parent>/.cache/<basin>/` (pipeline.cache; used by `reprocess`).
+    """
     cfg = load_config(config_path)
     ing = check_inputs(cfg)                      # nothing is written before this passes
     if chunk_size is not None:
@@ -72,7 +76,14 @@ def assess(config_path: Path, out: Path | None = None, chunk_size: int | None = 
         try:
             from pipeline.run import run_steps
 
-            outputs = run_steps(ing, layout, work, timings)
+            step_cache = None
+            if cache:
+                from pipeline.cache import StepCache
+
+                step_cache = StepCache(pub.parent / ".cache" / cfg.basin.name)
+            outputs = run_steps(ing, layout, work, timings, cache=step_cache)
+            if step_cache is not None:
+                step_cache.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
         manifest = _manifest(cfg, ing, vers, timings, layout, outputs)

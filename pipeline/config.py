@@ -152,6 +152,8 @@ class Config(_Strict):
     parameters: dict[str, float] = Field(default_factory=dict)
     processing: ProcessingConfig = ProcessingConfig()
     inbox: Path | None = Field(None, description="folder watched by `reprocess` for new imagery")
+    store: Path | None = Field(None, description="data store of vintages registered by `reprocess` "
+                                                 "(default: the folder 'store' beside the inbox)")
 
     # where the file came from (not part of the YAML)
     source: Path | None = Field(None, exclude=True)
@@ -295,7 +297,7 @@ def _model_for(loc: tuple) -> type[BaseModel] | None:
 
 
 def _resolve_paths(data: Any, base: Path, key: str | None = None) -> Any:
-    path_keys = {"path", "dem", "rulebook", "inbox"}
+    path_keys = {"path", "dem", "rulebook", "inbox", "store"}
     if isinstance(data, dict):
         return {k: _resolve_paths(v, base, k) for k, v in data.items()}
     if isinstance(data, list):

@@ -58,7 +58,8 @@ def open_da(path: Path, chunk: int) -> xr.DataArray:
     return da
 
 
-def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings) -> dict:
+def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
+              cache=None) -> dict:
     from pipeline.scoring.rulebook import load_rulebook
 
     cfg = ing.cfg
@@ -72,17 +73,27 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings)
         aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk)
 
     with timings.step("hydrology (fill, D8, accumulation, slope, depressions, streams)"):
-        hyd = run_hydrology(ing, aligned, layout, params, chunk, notes)
+        if cache is not None:  # pipeline.cache.StepCache: reuse results whose inputs are unchanged
+            hyd = cache.hydrology(ing, aligned, layout, params, chunk, notes, run_hydrology)
+        else:
+            hyd = run_hydrology(ing, aligned, layout, params, chunk, notes)
 
     canon: dict[str, Path] = {}
     landscape: dict[str, dict] = {}
     for v in cfg.landcover:
         with timings.step(f"land-cover indicators {v.name} ({v.year})"):
-            canon[v.name], landscape[v.name] = run_landscape(ing, v, aligned, hyd, layout, params,
-                                                             chunk)
+            if cache is not None:
+                canon[v.name], landscape[v.name] = cache.landscape(ing, v, aligned, hyd, layout,
+                                                                   params, chunk, run_landscape)
+            else:
+                canon[v.name], landscape[v.name] = run_landscape(ing, v, aligned, hyd, layout,
+                                                                 params, chunk)
 
     with timings.step("site indicators"):
-        indicators = run_site_indicators(ing, hyd, landscape, params)
+        if cache is not None:
+            indicators = cache.site_indicators(ing, hyd, landscape, params, run_site_indicators)
+        else:
+            indicators = run_site_indicators(ing, hyd, landscape, params)
 
     with timings.step("ratings, credits and ledger"):
         from pipeline.scoring.score import score_sites
@@ -91,6 +102,9 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings)
         result = score_sites(indicators, sites_df, cfg.baseline_name, cfg.assessment_name,
                              cfg.assessment_date, book)
         write_tables(result, layout)
+        from pipeline.history import write_history
+
+        write_history(result.site_scores, sites_df, cfg, book, layout)
         log.info("basin ledger: %s", result.verdict)
         for _, row in result.ledger.iterrows():
             log.info("  %-4s credits %10.2f  debits %10.2f  net %10.2f  %s", row["function"],

@@ -1,0 +1,190 @@
+"""Reprocessing benchmark: a new vintage that differs in one chunk vs a full assessment.
+
+    python -m bench reprocess [--scale 4] [--chunk 128] [--out outputs/bench] [--keep]
+
+The demo basin (configs/yongding.yaml) is used when its data are present;
+otherwise the generated tiny basin (pipeline.demo) is built at `--scale` times its
+size in each direction (scale 4: 400 x 480 cells of 30 m) - the JSON says which.
+
+1. the basin is given an inbox and reprocessed once (the state before new imagery);
+2. a 2024 land cover equal to the newest vintage except inside one chunk is dropped
+   into the inbox and ``python -m pipeline reprocess`` is timed (fresh process);
+3. ``python -m pipeline reprocess`` again with nothing new (idle run) is timed;
+4. ``python -m pipeline assess`` of the same three vintages without the cache, into a
+   fresh folder, is timed (fresh process).
+
+Writes ``<out>/reprocess.json`` (wall times, ratio reprocess / full, per-step
+timings from both manifests) and prints a summary. Target: ratio <= 0.20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_RATIO = 0.20
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench reprocess", description=__doc__.split("\n")[0])
+    p.add_argument("--scale", type=int, default=4, help="size factor of the generated basin")
+    p.add_argument("--chunk", type=int, default=128, help="chunk size (cells)")
+    p.add_argument("--out", type=Path, default=REPO / "outputs" / "bench")
+    p.add_argument("--keep", action="store_true", help="keep the work folder")
+    p.add_argument("--basin", choices=("auto", "demo", "generated"), default="auto",
+                   help="demo: configs/yongding.yaml (its chunk size); generated: pipeline.demo at "
+                        "--scale with --chunk; auto: demo when its data are present")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(_parser().parse_args(argv))
+
+
+def _cli(*args: str) -> float:
+    env = dict(os.environ)
+    env.pop("ECOCREDIT_PROGRESS", None)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=REPO, env=env,
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if r.returncode != 0:
+        raise RuntimeError(f"pipeline {' '.join(args)} failed ({r.returncode}):\n{r.stderr[-4000:]}")
+    return wall
+
+
+def _build_basin(folder: Path, scale: int, chunk: int, which: str) -> tuple[Path, str]:
+    """The basin configuration to use, and a description of it."""
+    demo = REPO / "configs" / "yongding.yaml"
+    data = yaml.safe_load(demo.read_text(encoding="utf-8"))
+    dem = (demo.parent / data["dem"]["path"]).resolve()
+    if which == "demo" and not dem.is_file():
+        raise FileNotFoundError(f"the demo data are not there ({dem}); build them or use --basin generated")
+    if which != "generated" and dem.is_file():
+        cfg = folder / "yongding.yaml"
+        base = demo.parent.resolve()
+        for key in ("dem", "boundary"):
+            data[key]["path"] = str((base / data[key]["path"]).resolve())
+        for v in data["landcover"]:
+            v["path"] = str((base / v["path"]).resolve())
+        data["sites"]["path"] = str((base / data["sites"]["path"]).resolve())
+        for lay in data.get("layers", {}).values():
+            lay["path"] = str((base / lay["path"]).resolve())
+        data["inbox"] = str(folder / "inbox")
+        data["store"] = str(folder / "store")
+        cfg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        (folder / "inbox").mkdir()
+        return cfg, "demo basin configs/yongding.yaml"
+    import pipeline.demo as demo_mod
+
+    h0, w0 = demo_mod.H, demo_mod.W
+    demo_mod.H, demo_mod.W = h0 * scale, w0 * scale   # module constants read at call time
+    try:
+        cfg = demo_mod.build_tiny_basin(folder / "basin")
+    finally:
+        demo_mod.H, demo_mod.W = h0, w0
+    data = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+    data["inbox"] = "inbox"
+    data["processing"] = {"chunk_size": chunk}
+    cfg.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (cfg.parent / "inbox").mkdir()
+    why = "chosen with --basin generated" if which == "generated" else \
+        "the demo data of configs/yongding.yaml are not present"
+    return cfg, (f"generated tiny basin (pipeline.demo) at scale {scale}: {h0 * scale} x {w0 * scale} "
+                 f"cells of 30 m ({why})")
+
+
+def _one_chunk_change(cfg_path: Path, chunk: int, dst: Path) -> dict:
+    """Newest vintage with one rectangle of land cover converted, inside one chunk.
+
+    The rectangle is the central half of chunk (1, 1) (away from the basin edge),
+    converted to the raster's most common class other than the rectangle's own
+    majority: a realistic restoration / development footprint (a salt-and-pepper
+    change would instead fragment the natural patches, which tests the connectivity
+    graph, not reprocessing).
+    """
+    import rasterio
+
+    from pipeline.config import load_config
+
+    cfg = load_config(cfg_path)
+    newest = cfg.landcover[-1]
+    with rasterio.open(newest.path) as src:
+        a = src.read(1)
+        prof = src.profile
+    nodata = prof.get("nodata")
+    r0, c0 = chunk + chunk // 4, chunk + chunk // 4
+    r1, c1 = min(r0 + chunk // 2, a.shape[0]), min(c0 + chunk // 2, a.shape[1])
+    block = a[r0:r1, c0:c1]
+    valid = a[a != nodata] if nodata is not None else a.ravel()
+    codes, counts = np.unique(valid, return_counts=True)
+    bc, bn = np.unique(block, return_counts=True)
+    own = bc[np.argmax(bn)]
+    order = [c for c in codes[np.argsort(-counts)] if c != own]
+    new = order[0]
+    keep = block == nodata if nodata is not None else np.zeros(block.shape, bool)
+    n = int(((block != new) & ~keep).sum())
+    block[~keep] = new
+    with rasterio.open(dst, "w", **prof) as d:
+        d.write(a, 1)
+    old = time.time() - 3600
+    os.utime(dst, (old, old))
+    return {"rows": [int(r0), int(r1)], "cols": [int(c0), int(c1)], "cells_changed": n,
+            "new_code": int(new), "from_vintage": newest.name}
+
+
+def run(args: argparse.Namespace | list[str] | None = None) -> int:
+    if not isinstance(args, argparse.Namespace):
+        args = _parser().parse_args(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="bench-reprocess-", dir=args.out))
+    try:
+        cfg, what = _build_basin(work, args.scale, args.chunk, args.basin)
+        out = work / "outputs" / "basin"
+        print(f"basin: {what}")
+        t_first = _cli("reprocess", str(cfg), "--out", str(out))
+        print(f"initial reprocess (2 vintages, cold cache): {t_first:.1f} s")
+        from pipeline.config import load_config
+
+        c = load_config(cfg)
+        inbox = Path(c.inbox)
+        chunk = c.processing.chunk_size
+        change = _one_chunk_change(cfg, chunk, inbox / "landcover_2024.tif")
+        t_new = _cli("reprocess", str(cfg), "--out", str(out))
+        print(f"reprocess of a new vintage differing in one chunk: {t_new:.1f} s")
+        t_idle = _cli("reprocess", str(cfg), "--out", str(out))
+        print(f"reprocess with nothing new: {t_idle:.2f} s")
+        store = Path(c.store) if c.store else inbox.parent / "store"
+        full_out = work / "outputs_full" / "basin"
+        t_full = _cli("assess", str(store / "assessment.yaml"), "--out", str(full_out))
+        print(f"full assess of the same 3 vintages (no cache): {t_full:.1f} s")
+        m_new = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+        m_full = json.loads((full_out / "manifest.json").read_text(encoding="utf-8"))
+        ratio = t_new / t_full
+        result = {
+            "basin": what, "grid": m_full["grid"], "chunk_size": chunk, "change": change,
+            "wall_full_assess_s": round(t_full, 2), "wall_reprocess_new_vintage_s": round(t_new, 2),
+            "ratio": round(ratio, 3), "target_ratio": TARGET_RATIO, "meets_target": ratio <= TARGET_RATIO,
+            "wall_reprocess_idle_s": round(t_idle, 2), "wall_initial_reprocess_s": round(t_first, 2),
+            "steps_full_assess_s": m_full["timings_s"], "steps_reprocess_s": m_new["timings_s"],
+            "cpu_count": os.cpu_count(),
+        }
+        (args.out / "reprocess.json").write_text(json.dumps(result, indent=2, ensure_ascii=False),
+                                                 encoding="utf-8")
+        print(f"ratio reprocess / full = {ratio:.3f} (target <= {TARGET_RATIO}); "
+              f"written {args.out / 'reprocess.json'}")
+        return 0
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)

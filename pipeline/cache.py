@@ -1,0 +1,348 @@
+"""A content-addressed cache of intermediate results, so reprocessing does only what changed.
+
+Layout (one cache per basin, beside the published outputs)::
+
+    outputs/.cache/<basin>/<step>/<key>/         one entry: the step's files + meta.json
+    outputs/.cache/<basin>/<step>/.<key>.tmp-<pid>/  an entry being written (debris if pid is dead)
+    outputs/.cache/<basin>/hashes.json            memo of input sha256 by (path, size, mtime, inode)
+    outputs/.cache/<basin>/published.json         run key of the last published run (pipeline.reprocess)
+
+A key is the sha256 of a canonical JSON document of everything the step's result
+depends on: the content hashes of its inputs (never their paths), the method
+parameters, the grid, the chunk size and :func:`code_version` (a hash of every
+source file of the package and of the land-cover class tables). An entry appears
+by one directory rename, so a killed run never leaves a half-written entry under
+its key. Entries are restored into a run folder by hard links (copies where the
+file system refuses links); every output writer replaces files by rename, so a
+published file and its cache entry never change in place.
+
+Steps cached (keys in :class:`StepCache`):
+
+``hydrology``  aligned DEM, basin boundary / outlets, supplied stream layer, parameters.
+``landscape``  the hydrology key + the aligned land cover of one vintage + its scheme.
+``sites``      the landscape key of one vintage + its name and year + sites and layers.
+
+Everything after the site indicators (scoring, credit rasters, GeoPackage, report)
+is cheap relative to the rasters, or depends on every vintage, and is always recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from pipeline.config import REPO_ROOT
+from pipeline.errors import OutputError
+from pipeline.runlog import sha256
+
+log = logging.getLogger(__name__)
+
+PACKAGE = Path(__file__).resolve().parent
+CACHE_FORMAT = 1
+
+
+def digest(obj) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys; Paths, dates and numpy as text)."""
+    text = json.dumps(obj, sort_keys=True, ensure_ascii=True, separators=(",", ":"), default=_plain)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _plain(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return repr(float(o))
+    if isinstance(o, np.ndarray):
+        return hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest()
+    return str(o)
+
+
+# Modules the cached steps (hydrology, land-cover and site indicators) never run: editing
+# them must not invalidate the cache. Everything else in the package is part of the key.
+NOT_IN_STEPS = ("report/", "scoring/", "deliver.py", "history.py", "reprocess.py", "cli.py",
+                "warmup.py", "demo.py", "__main__.py", "cache.py")
+_CODE_VERSION: dict[bool, str] = {}
+
+
+def code_version(steps_only: bool = False) -> str:
+    """Hash of the package's .py files and the land-cover class tables.
+
+    `steps_only` leaves out :data:`NOT_IN_STEPS` (the key of cached steps); the
+    default covers all code (the key of a whole run).
+    """
+    if steps_only not in _CODE_VERSION:  # once per process: the code does not change under a run
+        h = hashlib.sha256(f"format {CACHE_FORMAT}".encode())
+        files = sorted(PACKAGE.rglob("*.py")) + sorted((REPO_ROOT / "configs" / "landcover").glob("*.yaml"))
+        for p in files:
+            if steps_only and p.suffix == ".py" and \
+                    p.relative_to(PACKAGE).as_posix().startswith(NOT_IN_STEPS):
+                continue
+            h.update(str(p.relative_to(REPO_ROOT)).encode())
+            h.update(p.read_bytes())
+        _CODE_VERSION[steps_only] = h.hexdigest()
+    return _CODE_VERSION[steps_only]
+
+
+def frame_digest(df: pd.DataFrame | None) -> str | None:
+    """Content hash of a (Geo)DataFrame: geometries as WKB, attributes as values."""
+    if df is None:
+        return None
+    h = hashlib.sha256()
+    cols = [c for c in df.columns if c != "geometry"]
+    h.update(json.dumps(cols).encode())
+    if "geometry" in df.columns:
+        import shapely
+
+        for g in shapely.to_wkb(np.asarray(df.geometry.values), hex=False, output_dimension=2):
+            h.update(b"\0" if g is None else g)
+        crs = getattr(df, "crs", None)
+        h.update(str(crs.to_wkt() if crs is not None else "").encode())
+    for c in cols:
+        h.update(json.dumps([None if _isna(v) else v for v in df[c].tolist()], default=str).encode())
+    return h.hexdigest()
+
+
+def _isna(v) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+class HashMemo:
+    """sha256 of files, remembered by (path, size, mtime_ns, inode) in a JSON file."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.memo: dict[str, dict] = {}
+        self.dirty = False
+        if path is not None and path.is_file():
+            try:
+                self.memo = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.memo = {}
+
+    def __call__(self, p: Path) -> str:
+        p = Path(p).resolve()
+        st = p.stat()
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        got = self.memo.get(str(p))
+        if got and got.get("stamp") == stamp:
+            return got["sha256"]
+        h = sha256(p)
+        self.memo[str(p)] = {"stamp": stamp, "sha256": h}
+        self.dirty = True
+        return h
+
+    def save(self) -> None:
+        if self.path is None or not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps(self.memo, indent=0, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+
+@dataclass
+class CacheStats:
+    hits: list[str] = field(default_factory=list)
+    misses: list[str] = field(default_factory=list)
+
+
+class StepCache:
+    """Entries of one basin's cache; see the module documentation."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.stats = CacheStats()
+        self.hashes = HashMemo(None)   # aligned rasters live in a temporary folder: no memo file
+        self._keys: dict[str, str] = {}
+        self._clean_debris()
+
+    # -- generic entries ---------------------------------------------------------
+    def entry(self, step: str, key: str) -> Path:
+        return self.root / step / key
+
+    def get(self, step: str, key: str) -> Path | None:
+        e = self.entry(step, key)
+        if (e / "meta.json").is_file():
+            self.stats.hits.append(f"{step}/{key[:12]}")
+            log.info("cache hit: %s %s", step, key[:12])
+            return e
+        self.stats.misses.append(f"{step}/{key[:12]}")
+        log.info("cache miss: %s %s", step, key[:12])
+        return None
+
+    def meta(self, step: str, key: str) -> dict:
+        return json.loads((self.entry(step, key) / "meta.json").read_text(encoding="utf-8"))
+
+    def put(self, step: str, key: str, files: dict[str, Path], meta: dict) -> Path:
+        """Store `files` ({name in entry: source path}) and `meta` under `key`, atomically."""
+        final = self.entry(step, key)
+        if final.exists():
+            return final
+        tmp = final.parent / f".{key}.tmp-{os.getpid()}"
+        try:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            for name, src in files.items():
+                _link_or_copy(Path(src), tmp / name)
+            (tmp / "meta.json").write_text(json.dumps(dict(meta, key=key, step=step), indent=1,
+                                                      sort_keys=True, default=str), encoding="utf-8")
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another run stored the same entry
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise OutputError(f"cannot write the cache entry {step}/{key[:12]} ({exc})", path=final,
+                              fix="check free disk space, or delete the cache folder (it is "
+                                  "rebuilt as needed)") from None
+        return final
+
+    def restore(self, step: str, key: str, dest: Path) -> dict[str, Path]:
+        """Link the files of an entry into `dest`; return {name: path in dest}."""
+        e = self.entry(step, key)
+        dest.mkdir(parents=True, exist_ok=True)
+        out = {}
+        for p in sorted(e.iterdir()):
+            if p.name == "meta.json" or not p.is_file():
+                continue
+            _link_or_copy(p, dest / p.name)
+            out[p.name] = dest / p.name
+        return out
+
+    def _clean_debris(self) -> None:
+        if not self.root.is_dir():
+            return
+        from pipeline.io.outputs import _alive
+
+        for p in self.root.glob("*/.*.tmp-*"):
+            pid = p.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+                continue
+            shutil.rmtree(p, ignore_errors=True)
+
+    # -- keys ------------------------------------------------------------------
+    def base_key(self, ing, params: dict, chunk: int) -> dict:
+        cfg = ing.cfg
+        return {"code": code_version(steps_only=True), "rulebook": self.hashes(cfg.rulebook),
+                "params": {k: float(v) for k, v in sorted(params.items())},
+                "grid": ing.grid.describe(), "chunk": int(chunk)}
+
+    def hydrology_key(self, ing, aligned: dict, params: dict, chunk: int) -> str:
+        return digest({"step": "hydrology", "base": self.base_key(ing, params, chunk),
+                       "dem": self.hashes(aligned["dem"]),
+                       "boundary": frame_digest(ing.basin),
+                       "outlets": [list(map(repr, o)) for o in ing.outlets_xy],
+                       "streams": frame_digest(ing.layers.get("streams"))})
+
+    def landscape_key(self, hyd_key: str, v, aligned: dict) -> str:
+        return digest({"step": "landscape", "hydrology": hyd_key, "scheme": v.scheme,
+                       "landcover": self.hashes(aligned[f"lc_{v.name}"])})
+
+    def sites_key(self, land_key: str, v, ing) -> str:
+        return digest({"step": "sites", "landscape": land_key, "name": v.name, "year": v.year,
+                       "sites": frame_digest(ing.sites),
+                       "layers": {k: frame_digest(g) for k, g in sorted(ing.layers.items())}})
+
+    # -- the three cached steps of pipeline.run ------------------------------------
+    def hydrology(self, ing, aligned: dict, layout, params: dict, chunk: int, notes: list[str],
+                  compute: Callable):
+        """`compute(ing, aligned, layout, params, chunk, notes)` or its cached result."""
+        import rasterio
+
+        from pipeline.run import Hydrology
+
+        key = self.hydrology_key(ing, aligned, params, chunk)
+        self._keys = {"hydrology": key}
+        if self.get("hydrology", key) is not None:
+            meta = self.meta("hydrology", key)
+            self.restore("hydrology", key, layout.hydrology)
+            paths = {k: layout.hydrology / name for k, name in meta["paths"].items()}
+            notes.extend(meta["notes"])
+            with rasterio.open(paths["basin_mask"]) as src:
+                mask = src.read(1).astype(bool)
+            return Hydrology(paths=paths, basin_mask=mask)
+        mine: list[str] = []
+        hyd = compute(ing, aligned, layout, params, chunk, mine)
+        notes.extend(mine)
+        rel = {k: _inside(p, layout.hydrology) for k, p in hyd.paths.items()}
+        self.put("hydrology", key, {name: layout.hydrology / name for name in set(rel.values())},
+                 {"paths": rel, "notes": mine})
+        return hyd
+
+    def landscape(self, ing, v, aligned: dict, hyd, layout, params: dict, chunk: int,
+                  compute: Callable) -> tuple[Path, dict]:
+        """`compute(ing, v, aligned, hyd, layout, params, chunk)` or its cached result."""
+        key = self.landscape_key(self._keys["hydrology"], v, aligned)
+        self._keys[f"landscape/{v.name}"] = key
+        dest = layout.indicators(v.name)
+        if self.get("landscape", key) is not None:
+            meta = self.meta("landscape", key)
+            self.restore("landscape", key, dest)
+            paths = {k: dest / name for k, name in meta["paths"].items()}
+            return paths["canonical"], paths
+        canon, paths = compute(ing, v, aligned, hyd, layout, params, chunk)
+        rel = {k: _inside(p, dest) for k, p in paths.items()}
+        self.put("landscape", key, {name: dest / name for name in set(rel.values())}, {"paths": rel})
+        return canon, paths
+
+    def site_indicators(self, ing, hyd, landscape: dict, params: dict, compute: Callable) -> pd.DataFrame:
+        """Site indicator rows, vintage by vintage: cached vintages are read, others computed.
+
+        `compute(ing, hyd, landscape, params)` is called with `ing.cfg.landcover` cut
+        down to one vintage; the rows of a vintage do not depend on the others.
+        """
+        parts = []
+        for v in ing.cfg.landcover:
+            key = self.sites_key(self._keys[f"landscape/{v.name}"], v, ing)
+            if self.get("sites", key) is not None:
+                with open(self.entry("sites", key) / "rows.pkl", "rb") as f:
+                    parts.append(pickle.load(f))
+                continue
+            one = replace(ing, cfg=ing.cfg.model_copy(update={"landcover": [v]}))
+            df = compute(one, hyd, {v.name: landscape[v.name]}, params)
+            tmp = self.root / f".rows-{os.getpid()}.pkl"
+            tmp.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "wb") as f:
+                pickle.dump(df, f, protocol=pickle.HIGHEST_PROTOCOL)
+            try:
+                self.put("sites", key, {"rows.pkl": tmp}, {"vintage": v.name, "year": v.year})
+            finally:
+                tmp.unlink(missing_ok=True)
+            parts.append(df)
+        return pd.concat(parts, ignore_index=True)
+
+    def close(self) -> None:
+        """Nothing to flush today; kept so callers need not change if entries gain an index."""
+
+
+def _inside(p: Path, folder: Path) -> str:
+    p = Path(p)
+    if p.parent.resolve() != Path(folder).resolve():
+        raise AssertionError(f"{p} is not directly inside {folder}; it cannot be cached")
+    return p.name
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    if dst.exists() or dst.is_symlink():
+        dst.unlink()
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -1,0 +1,123 @@
+"""The content-addressed step cache (pipeline.cache): keys, atomic entries, debris, hashing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.cache import HashMemo, StepCache, code_version, digest, frame_digest
+from pipeline.runlog import sha256
+
+scalars = st.one_of(st.integers(-10**6, 10**6), st.text(max_size=8), st.booleans(),
+                    st.floats(allow_nan=False, allow_infinity=False))
+docs = st.dictionaries(st.text(min_size=1, max_size=6), scalars, min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(docs, st.randoms())
+def test_digest_ignores_key_order(doc, rnd):
+    items = list(doc.items())
+    rnd.shuffle(items)
+    assert digest(dict(items)) == digest(doc)
+
+
+@settings(max_examples=60, deadline=None)
+@given(docs, st.data())
+def test_digest_changes_with_any_value(doc, data):
+    key = data.draw(st.sampled_from(sorted(doc)))
+    new = data.draw(scalars.filter(lambda v: repr(v) != repr(doc[key]) and
+                                   not (isinstance(v, bool) != isinstance(doc[key], bool))))
+    changed = dict(doc, **{key: new})
+    if str(changed[key]) == str(doc[key]) and type(new) is type(doc[key]):
+        return
+    assert digest(changed) != digest(doc)
+
+
+def test_digest_known_value():
+    # sha256 of the canonical JSON '{"a":1,"b":[2,"x"]}' (sorted keys, no spaces)
+    import hashlib
+
+    assert digest({"b": [2, "x"], "a": 1}) == hashlib.sha256(b'{"a":1,"b":[2,"x"]}').hexdigest()
+
+
+def test_code_version_stable_and_scoped():
+    assert code_version() == code_version()
+    assert len(code_version(steps_only=True)) == 64
+    assert code_version(steps_only=True) != code_version()
+
+
+def test_frame_digest_sees_geometry_attributes_and_crs():
+    g = gpd.GeoDataFrame({"site_id": ["a", "b"], "v": [1.0, np.nan]},
+                         geometry=[shapely.box(0, 0, 1, 1), shapely.box(1, 1, 2, 2)], crs="EPSG:3857")
+    base = frame_digest(g)
+    assert frame_digest(g.copy()) == base
+    moved = g.copy()
+    moved.loc[1, "geometry"] = shapely.box(1, 1, 2, 2.5)
+    assert frame_digest(moved) != base
+    attr = g.copy()
+    attr.loc[0, "v"] = 2.0
+    assert frame_digest(attr) != base
+    assert frame_digest(g.set_crs("EPSG:4326", allow_override=True)) != base
+    assert frame_digest(None) is None
+
+
+def test_put_get_restore_roundtrip(tmp_path):
+    c = StepCache(tmp_path / "cache")
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "a.tif").write_bytes(b"alpha")
+    (src / "b.csv").write_text("x\n1\n")
+    key = digest({"k": 1})
+    assert c.get("step", key) is None and c.stats.misses == [f"step/{key[:12]}"]
+    c.put("step", key, {"a.tif": src / "a.tif", "b.csv": src / "b.csv"}, {"paths": {"a": "a.tif"}})
+    assert c.get("step", key) is not None and c.stats.hits == [f"step/{key[:12]}"]
+    assert c.meta("step", key)["paths"] == {"a": "a.tif"}
+    dest = tmp_path / "run2"
+    got = c.restore("step", key, dest)
+    assert sorted(got) == ["a.tif", "b.csv"]
+    assert (dest / "a.tif").read_bytes() == b"alpha"
+    # a second put of the same key keeps the first entry
+    (src / "a.tif").unlink()
+    (src / "a.tif").write_bytes(b"changed")
+    c.put("step", key, {"a.tif": src / "a.tif"}, {})
+    assert (c.entry("step", key) / "a.tif").read_bytes() == b"alpha"
+    # no temporary folder left behind
+    assert not [p for p in (tmp_path / "cache" / "step").iterdir() if p.name.startswith(".")]
+
+
+def test_half_written_entries_are_never_seen_and_debris_is_removed(tmp_path):
+    root = tmp_path / "cache"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    key = digest({"k": 2})
+    # a run killed while writing: the entry exists only under its temporary name
+    debris = root / "step" / f".{key}.tmp-{dead_pid}"
+    debris.mkdir(parents=True)
+    (debris / "meta.json").write_text("{}")
+    live = root / "step" / f".{key}.tmp-{os.getppid()}"     # a live process: left alone
+    live.mkdir()
+    c = StepCache(root)
+    assert c.get("step", key) is None
+    assert not debris.exists()
+    assert live.exists()
+
+
+def test_hash_memo_rehashes_changed_files(tmp_path):
+    f = tmp_path / "f.bin"
+    f.write_bytes(b"one")
+    memo_file = tmp_path / "hashes.json"
+    m = HashMemo(memo_file)
+    assert m(f) == sha256(f)
+    m.save()
+    m2 = HashMemo(memo_file)
+    assert m2.memo and m2(f) == sha256(f) and not m2.dirty     # served from the memo
+    f.write_bytes(b"two, longer")                              # size and mtime change
+    assert m2(f) == sha256(f) and m2.dirty

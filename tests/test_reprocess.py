@@ -1,0 +1,300 @@
+"""Scheduled reprocessing (pipeline.reprocess) on the tiny basin, end to end.
+
+One assessed template (the tiny basin with an inbox, reprocessed once) is built per
+session and copied for each scenario, so the expensive first assessment runs once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import yaml
+
+from conftest import REPO, run_cli
+from pipeline.runlog import sha256
+
+SCORES = ["WQ", "HY", "HB", "WQ_S", "WQ_L", "WQ_V", "HY_S", "HY_L", "HY_V", "HB_S", "HB_L", "HB_V"]
+# cover shares computed on the site polygon itself: only a change inside the site moves them
+SITE_LOCAL = ["persistent_veg_share", "wetland_water_share", "natural_share", "habitat_quality",
+              "n_structure_classes", "shannon_natural"]
+
+
+# ---------------------------------------------------------------------------------- fixtures
+def _with_inbox(cfg_path: Path) -> None:
+    data = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    data["inbox"] = "inbox"
+    cfg_path.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    (cfg_path.parent / "inbox").mkdir()
+
+
+def _out(folder: Path) -> Path:
+    return folder / "outputs" / "tiny"
+
+
+def _cfg(folder: Path) -> Path:
+    return folder / "basin" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def assessed(tmp_path_factory, tiny_template) -> Path:
+    """tiny basin + inbox, reprocessed once (2 vintages) -> <folder>/outputs/tiny."""
+    from pipeline.reprocess import reprocess
+
+    folder = tmp_path_factory.mktemp("reprocess_template")
+    shutil.copytree(tiny_template, folder / "basin")
+    _with_inbox(_cfg(folder))
+    assert reprocess(_cfg(folder), out=_out(folder)) == 0
+    return folder
+
+
+def _clone(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+def new_vintage(folder: Path, name: str = "landcover_2024.tif") -> Path:
+    """y2023 land cover with the afforestation site T-03 (rows 10-20, cols 20-34) turned to
+    CLCD wetland (9), dropped into the inbox with an old mtime (a settled delivery)."""
+    with rasterio.open(folder / "basin" / "data" / "lc_2023.tif") as src:
+        a = src.read(1)
+        prof = src.profile
+    a[10:20, 20:34] = 9
+    dst = folder / "basin" / "inbox" / name
+    tmp = dst.with_name("." + dst.name)
+    with rasterio.open(tmp, "w", **prof) as d:
+        d.write(a, 1)
+    os.replace(tmp, dst)
+    old = time.time() - 3600
+    os.utime(dst, (old, old))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def updated(assessed, tmp_path_factory) -> dict:
+    """The template after a new vintage (2024) was dropped and reprocessed, uninterrupted."""
+    from pipeline.reprocess import reprocess
+
+    folder = _clone(assessed, tmp_path_factory.mktemp("updated") / "b")
+    new_vintage(folder)
+    log = folder / "basin" / "store" / "reprocess.log"
+    n0 = len(log.read_text(encoding="utf-8").splitlines())
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)         # the CLI does this in setup_console; here: in-process
+    try:
+        t = time.perf_counter()
+        code = reprocess(_cfg(folder), out=_out(folder))
+        wall = time.perf_counter() - t
+    finally:
+        root.setLevel(level)
+    lines = log.read_text(encoding="utf-8").splitlines()[n0:]
+    return {"folder": folder, "code": code, "wall": wall, "log": lines}
+
+
+def _files(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): sha256(p) for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _comparable(out: Path) -> dict[str, str]:
+    """Tables (byte for byte) and rasters (sha256); manifest, log, GeoPackage and report
+    carry timestamps or absolute paths and are left out."""
+    return {k: v for k, v in _files(out).items()
+            if k.startswith("tables/") or k.endswith(".tif") or k.endswith("patches.csv")}
+
+
+# ---------------------------------------------------------------------------------- scenarios
+def test_new_vintage_is_registered_and_history_grows(updated, assessed):
+    folder = updated["folder"]
+    assert updated["code"] == 0
+    # moved out of the inbox into the store, registered with its year and the default scheme
+    assert not list((folder / "basin" / "inbox").glob("*.tif"))
+    reg = yaml.safe_load((folder / "basin" / "store" / "vintages.yaml").read_text(encoding="utf-8"))
+    (entry,) = reg["vintages"]
+    assert (entry["name"], entry["year"], entry["scheme"]) == ("y2024", 2024, "clcd")
+    stored = folder / "basin" / "store" / entry["path"]
+    assert sha256(stored) == entry["sha256"]
+    # the history now covers 3 vintages: 4 sites x 3 functions x 3 vintages
+    hist = pd.read_csv(_out(folder) / "tables" / "history.csv")
+    assert len(hist) == 36 and sorted(hist["vintage"].unique()) == ["baseline", "y2023", "y2024"]
+    assert pd.read_parquet(_out(folder) / "tables" / "history.parquet").shape == hist.shape
+    assert set(hist.loc[hist.vintage == "y2024", "role"]) == {"assessment"}
+    # earlier vintages keep their scores (their rows of sites.csv are unchanged byte for byte)
+    before = (_out(assessed) / "tables" / "sites.csv").read_text(encoding="utf-8").splitlines()
+    after = (_out(folder) / "tables" / "sites.csv").read_text(encoding="utf-8").splitlines()
+    assert before[0] == after[0]
+    assert set(before[1:]) <= set(after[1:])
+    old = pd.read_csv(_out(assessed) / "tables" / "history.csv")
+    merged = hist.merge(old, on=["site_id", "function", "vintage"], suffixes=("", "_old"))
+    assert len(merged) == 24
+    assert (merged["score"] == merged["score_old"]).all()
+    # the new vintage is the assessment: the credits table equals the history's 2024 rows
+    cred = pd.read_csv(_out(folder) / "tables" / "credits.csv").set_index(["site_id", "function"])
+    h24 = hist[hist.vintage == "y2024"].set_index(["site_id", "function"])
+    assert np.allclose(cred.loc[h24.index, "credit"], h24["credit"])
+
+
+def test_only_the_affected_site_changes(updated):
+    s = pd.read_csv(_out(updated["folder"]) / "tables" / "sites.csv")
+    a = s[s.vintage == "y2023"].set_index("site_id")
+    b = s[s.vintage == "y2024"].set_index("site_id")
+    changed = {sid for sid in a.index if (a.loc[sid, SCORES] != b.loc[sid, SCORES]).any()}
+    # only T-03's cover changed (to wetland): its WQ site rating rises (WQ-S4 wetland share)
+    assert changed == {"T-03"}
+    assert b.loc["T-03", "wetland_water_share"] == pytest.approx(1.0, abs=0.05)
+    assert a.loc["T-03", "wetland_water_share"] < 0.1
+    # every other site keeps its own-polygon cover indicators exactly; basin-wide patch
+    # indicators (largest patch, dPC share) may move because patches are global
+    for sid in ("T-01", "T-02", "T-04"):
+        for col in SITE_LOCAL:
+            x, y = a.loc[sid, col], b.loc[sid, col]
+            assert (pd.isna(x) and pd.isna(y)) or x == y, (sid, col)
+
+
+def test_unchanged_work_comes_from_the_cache(updated, assessed):
+    log = "\n".join(updated["log"])
+    hits = re.findall(r"cache hit: (\w+)", log)
+    misses = re.findall(r"cache miss: (\w+)", log)
+    # hydrology once, baseline and y2023 indicators and their site rows reused; y2024 computed
+    assert sorted(hits) == ["hydrology", "landscape", "landscape", "sites", "sites"]
+    assert sorted(misses) == ["landscape", "sites"]
+    # reused indicator rasters are identical to the ones published before
+    for v in ("baseline", "y2023"):
+        old = _files(_out(assessed) / "indicators" / v)
+        new = _files(_out(updated["folder"]) / "indicators" / v)
+        assert old == new
+    assert _files(_out(assessed) / "hydrology") == _files(_out(updated["folder"]) / "hydrology")
+
+
+def test_cached_run_equals_an_uncached_assessment(updated, tmp_path):
+    """The step cache is an optimisation only: a plain assess of the same 3 vintages gives
+    the same tables and rasters."""
+    from pipeline.assess import assess
+
+    eff = updated["folder"] / "basin" / "store" / "assessment.yaml"
+    plain = assess(eff, out=tmp_path / "plain" / "tiny")
+    assert _comparable(plain) == _comparable(_out(updated["folder"]))
+
+
+def test_second_run_does_nothing_and_is_fast(updated):
+    from pipeline.reprocess import reprocess
+
+    out = _out(updated["folder"])
+    before = _files(out)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.INFO)
+    try:
+        t = time.perf_counter()
+        code = reprocess(_cfg(updated["folder"]), out=out)
+        wall = time.perf_counter() - t
+    finally:
+        root.setLevel(level)
+    assert code == 0
+    log = (updated["folder"] / "basin" / "store" / "reprocess.log").read_text(encoding="utf-8")
+    assert wall < 5.0, f"an idle run took {wall:.2f} s; log:\n{log[-3000:]}"
+    assert _files(out) == before                          # not even the manifest was rewritten
+    assert not list(out.parent.glob(".tiny.staging-*"))
+    print(f"idle reprocess run: {wall:.2f} s")
+
+
+def test_bad_files_are_quarantined_with_a_reason(assessed, tmp_path):
+    from pipeline.reprocess import reprocess
+
+    folder = _clone(assessed, tmp_path / "b")
+    inbox = folder / "basin" / "inbox"
+    (inbox / "landcover_2025.tif").write_bytes(b"II*\0 this is not really a tiff")   # corrupt
+    with rasterio.open(folder / "basin" / "data" / "lc_2023.tif") as src:       # unknown codes
+        a, prof = src.read(1), src.profile
+    a[0:5, 0:5] = 200
+    with rasterio.open(inbox / "landcover_2026.tif", "w", **prof) as d:
+        d.write(a, 1)
+    shutil.copy(folder / "basin" / "data" / "lc_2023.tif", inbox / "scan_final.tif")  # no year
+    (inbox / "landcover_2027.tif").write_bytes(b"x")
+    (inbox / "landcover_2027.tif.yaml").write_text("year: 2027\nscheme: clcd_v2\n")   # bad scheme
+    (inbox / "landcover_2010.tif").write_bytes((folder / "basin" / "data" / "lc_2023.tif").read_bytes())
+    old = time.time() - 3600
+    for p in inbox.iterdir():
+        os.utime(p, (old, old))
+    (inbox / ".landcover_2028.tif.part").write_bytes(b"arriving")               # ignored
+    published = _files(_out(folder))
+
+    code = reprocess(_cfg(folder), out=_out(folder))
+    assert code == 2
+    q = inbox / "quarantine"
+    reasons = {p.name.removesuffix(".error.txt"): p.read_text(encoding="utf-8")
+               for p in q.glob("*.error.txt")}
+    assert sorted(reasons) == ["landcover_2010.tif", "landcover_2025.tif", "landcover_2026.tif",
+                               "landcover_2027.tif", "scan_final.tif"]
+    assert "cannot open" in reasons["landcover_2025.tif"]
+    assert "codes [200] are not classes of the 'clcd' scheme" in reasons["landcover_2026.tif"]
+    assert "does not say the year" in reasons["scan_final.tif"]
+    assert "unknown land-cover scheme 'clcd_v2'" in reasons["landcover_2027.tif"]
+    assert "not after the baseline year 2015" in reasons["landcover_2010.tif"]
+    for name in reasons:                                   # the file itself sits beside its report
+        assert (q / name).is_file()
+        j = json.loads((q / f"{name}.error.json").read_text(encoding="utf-8"))
+        assert j["file"] == name and j["error"] == "InputDataError" and j["message"]
+    assert (q / "landcover_2027.tif.yaml").is_file()       # the sidecar went with it
+    assert (inbox / ".landcover_2028.tif.part").exists()   # a partial upload is left alone
+    assert _files(_out(folder)) == published               # nothing valid: nothing recomputed
+    assert not (folder / "basin" / "store" / "vintages.yaml").exists()
+
+
+def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_path):
+    from pipeline.reprocess import reprocess
+
+    folder = _clone(assessed, tmp_path / "b")
+    new_vintage(folder)
+    out = _out(folder)
+    published = _files(out)
+    env = dict(os.environ)
+    env.pop("ECOCREDIT_PROGRESS", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline", "reprocess", str(_cfg(folder)),
+                             "--out", str(out)], cwd=REPO, env=env, stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)
+    seen = []
+    try:
+        deadline = time.time() + 300
+        for line in proc.stderr:
+            seen.append(line)
+            if "▶ land-cover indicators y2024" in line:
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+            assert time.time() < deadline, "".join(seen[-20:])
+    finally:
+        if proc.poll() is None and not any("▶ land-cover indicators y2024" in s for s in seen):
+            proc.kill()
+        proc.wait(60)
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
+    # the previous publication is intact; the dead run left its lock and staging debris
+    assert _files(out) == published
+    lock = json.loads((folder / "basin" / "store" / "reprocess.lock").read_text())
+    assert lock["pid"] == proc.pid
+    assert list(out.parent.glob(".tiny.staging-*"))
+
+    code = reprocess(_cfg(folder), out=out)               # takes the stale lock over
+    assert code == 0
+    assert not list(out.parent.glob(".tiny.staging-*"))
+    assert not (folder / "basin" / "store" / "reprocess.lock").exists()
+    assert _comparable(out) == _comparable(_out(updated["folder"]))
+    assert _files(out) != published
+
+
+def test_cli_without_inbox_is_an_error(tiny):
+    r = run_cli("reprocess", str(tiny), "--out", str(tiny.parent / "out"))
+    assert r.returncode == 1
+    assert "no inbox folder is configured" in r.stderr and "inbox:" in r.stderr
