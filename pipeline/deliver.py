@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 
 def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, credit_paths: dict,
-            book, timings) -> None:
+            book, history=None) -> None:
     from pipeline.report.cog import convert_to_cog, write_raster_styles
     from pipeline.report.document import write_report
     from pipeline.report.gpkg import write_geopackage
@@ -51,6 +51,7 @@ def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, c
         credits=result.credits,
         ledger=result.ledger,
         project_totals=result.project_totals,
+        history=history,
         layers=dict(ing.layers),
         rasters=rasters,
         parameters=assumption_list(book),

@@ -58,9 +58,25 @@ def open_da(path: Path, chunk: int) -> xr.DataArray:
     return da
 
 
+class Uncached:
+    """Runs every step afresh: the interface of pipeline.cache.StepCache without reuse.
+
+    Each method takes the step's arguments followed by the step function.
+    """
+
+    @staticmethod
+    def _run(*args):
+        return args[-1](*args[:-1])
+
+    hydrology = landscape = site_indicators = _run
+
+
 def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
               cache=None) -> dict:
+    """Run every step; `cache` (a pipeline.cache.StepCache) reuses unchanged results."""
     from pipeline.scoring.rulebook import load_rulebook
+
+    steps = cache if cache is not None else Uncached()
 
     cfg = ing.cfg
     grid = ing.grid
@@ -73,27 +89,17 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
         aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk)
 
     with timings.step("hydrology (fill, D8, accumulation, slope, depressions, streams)"):
-        if cache is not None:  # pipeline.cache.StepCache: reuse results whose inputs are unchanged
-            hyd = cache.hydrology(ing, aligned, layout, params, chunk, notes, run_hydrology)
-        else:
-            hyd = run_hydrology(ing, aligned, layout, params, chunk, notes)
+        hyd = steps.hydrology(ing, aligned, layout, params, chunk, notes, run_hydrology)
 
     canon: dict[str, Path] = {}
     landscape: dict[str, dict] = {}
     for v in cfg.landcover:
         with timings.step(f"land-cover indicators {v.name} ({v.year})"):
-            if cache is not None:
-                canon[v.name], landscape[v.name] = cache.landscape(ing, v, aligned, hyd, layout,
-                                                                   params, chunk, run_landscape)
-            else:
-                canon[v.name], landscape[v.name] = run_landscape(ing, v, aligned, hyd, layout,
-                                                                 params, chunk)
+            canon[v.name], landscape[v.name] = steps.landscape(ing, v, aligned, hyd, layout,
+                                                               params, chunk, run_landscape)
 
     with timings.step("site indicators"):
-        if cache is not None:
-            indicators = cache.site_indicators(ing, hyd, landscape, params, run_site_indicators)
-        else:
-            indicators = run_site_indicators(ing, hyd, landscape, params)
+        indicators = steps.site_indicators(ing, hyd, landscape, params, run_site_indicators)
 
     with timings.step("ratings, credits and ledger"):
         from pipeline.scoring.score import score_sites
@@ -104,7 +110,7 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
         write_tables(result, layout)
         from pipeline.history import write_history
 
-        write_history(result.site_scores, sites_df, cfg, book, layout)
+        history = write_history(result.site_scores, sites_df, cfg, book, layout)
         log.info("basin ledger: %s", result.verdict)
         for _, row in result.ledger.iterrows():
             log.info("  %-4s credits %10.2f  debits %10.2f  net %10.2f  %s", row["function"],
@@ -122,7 +128,7 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
     with timings.step("GeoPackage and report"):
         from pipeline.deliver import deliver
 
-        deliver(ing, layout, hyd, landscape, result, credit_paths, book, timings)
+        deliver(ing, layout, hyd, landscape, result, credit_paths, book, history)
 
     return {"notes": notes, "verdict": result.verdict}
 
@@ -136,7 +142,8 @@ def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: di
     from pipeline.ops import hydrology as H
 
     out = layout.hydrology
-    paths = dict(H.hydrology_to_files(aligned["dem"], out, chunk_size=chunk))
+    paths = dict(H.hydrology_to_files(aligned["dem"], out, chunk_size=chunk,
+                                      scheduler=current_client()))
     dem = open_da(aligned["dem"], chunk)
     filled = open_da(paths["filled"], chunk)
     slope = H.slope_horn(dem)
@@ -151,7 +158,7 @@ def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: di
     if "streams" in ing.layers:
         burned = rasterio.features.rasterize(
             ((g, 1) for g in ing.layers["streams"].geometry.values), out_shape=grid.shape,
-            transform=grid.transform, fill=0, dtype="uint8", all_touched=True)
+            transform=grid.transform, fill=0, dtype="uint8")
         valid = smask != 255
         smask = np.where(valid & (burned == 1), 1, smask).astype("uint8")
         notes.append(f"streams: {int(burned.sum())} cells of the supplied stream layer added to "
@@ -171,6 +178,16 @@ def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: di
     log.info("basin: %d cells (%.1f km2); streams: %d cells", int(mask.sum()),
              mask.sum() * grid.cell_area_m2 / 1e6, int((smask == 1).sum()))
     return Hydrology(paths=paths, basin_mask=mask.astype(bool))
+
+
+def current_client():
+    """The dask.distributed client of this run (set by --scheduler), or None for local threads."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):
+        return None
 
 
 def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: OutputLayout,

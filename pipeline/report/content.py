@@ -104,7 +104,7 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
     basin_km2 = float(run.boundary.area.sum()) / 1e6
     by, ay = run.baseline[1], run.assessment[1]
     verdicts = {f: _verdict_zh(led.loc[f, "verdict"]) for f in FUNCTIONS}
-    all_ok = all(led["net"] >= 0)
+    all_ok = all(led["verdict"] == "no net loss")          # the ledger's own verdicts
     secs: list[Section] = []
 
     # 1 前言 -------------------------------------------------------------------------------
@@ -257,7 +257,8 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
     sec.h("（三）总体提升情况")
     sec.p(f"流域台账：信用合计 {_n(total_credit)}，借记合计 {_n(total_debit)}，净值 {_n(total_credit - total_debit)}。"
           + ("三项服务均满足零净损失。" if all_ok else
-             "未满足零净损失的服务：" + "、".join(FUNCTION_ZH[f] for f in FUNCTIONS if led.loc[f, "net"] < 0) + "。"))
+             "未满足零净损失的服务：" + "、".join(FUNCTION_ZH[f] for f in FUNCTIONS
+                                      if led.loc[f, "verdict"] != "no net loss") + "。"))
     lt = run.ledger.copy()
     lt["function"] = lt["function"].map(lambda f: FUNCTION_ZH.get(f, f))
     lt["verdict"] = lt["verdict"].map(_verdict_zh)
@@ -267,6 +268,20 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
         sec.fig("ledger_chart")
     pt = totals.copy()
     sec.table("各工程信用合计", pt.round(3))
+    if run.history is not None and len(run.history) and run.history["vintage"].nunique() > 1:
+        from pipeline.history import basin_history
+
+        sec.h("（四）随时间变化")
+        bh = basin_history(run.history)
+        years = sorted(set(int(y) for y in bh["year"]))
+        sec.p(f"按 {len(years)} 期土地覆被（{'、'.join(str(y) for y in years)} 年）相对基期逐期核算的流域净信用如下，"
+              "每期的时间因子按该期日期下各场地所处阶段确定。")
+        tab = bh.copy()
+        tab["function"] = tab["function"].map(lambda f: FUNCTION_ZH.get(f, f))
+        sec.table("流域信用随时间变化", tab.rename(columns={"function": "服务", "vintage": "期次", "year": "年份",
+                                                     "credit": "信用", "debit": "借记", "net": "净值"}).round(3))
+        if "history_chart" in figure_keys:
+            sec.fig("history_chart")
     secs.append(sec)
 
     # 7 评估结论 -------------------------------------------------------------------------------

@@ -324,6 +324,11 @@ def make_figures(run: RunOutputs, fig_dir: Path) -> dict[str, FigureFile]:
         ("credits_chart", lambda: credits_chart(run), T("按服务与阶段的生态信用", "credits by function and stage")),
         ("ledger_chart", lambda: ledger_chart(run), T("流域信用台账", "basin ledger")),
     ]
+    if run.history is not None and len(run.history) and run.history["vintage"].nunique() > 1:
+        from pipeline.history import history_figure
+
+        plan.append(("history_chart", lambda: history_figure(run.history),
+                     T("流域净信用随时间变化", "net credit over time")))
     out: dict[str, FigureFile] = {}
     with matplotlib.rc_context(rc_params()):
         for key, draw, caption in plan:

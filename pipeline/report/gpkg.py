@@ -193,6 +193,7 @@ def write_geopackage(run: RunOutputs, path) -> Path:
         "credits": run.credits,
         "ledger": run.ledger,
         "project_totals": project_totals(run),
+        "history": run.history,
         "parameters": pd.DataFrame(run.parameters, columns=["name", "value", "unit", "source", "assumption"]),
         "inputs": pd.DataFrame(run.inputs, columns=["role", "path", "sha256", "source"]),
         "versions": pd.DataFrame(sorted(run.versions.items()), columns=["package", "version"]),

@@ -93,6 +93,7 @@ class RunOutputs:
     credits: pd.DataFrame
     ledger: pd.DataFrame
     project_totals: pd.DataFrame | None = None
+    history: pd.DataFrame | None = None        # site x function x vintage (pipeline.history)
     layers: dict[str, gpd.GeoDataFrame] = field(default_factory=dict)
     rasters: dict[str, Path] = field(default_factory=dict)
     parameters: list[dict] = field(default_factory=list)
