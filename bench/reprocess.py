@@ -165,7 +165,9 @@ def run(args: argparse.Namespace | list[str] | None = None) -> int:
         print(f"reprocess of a new vintage differing in one chunk: {t_new:.1f} s")
         t_idle = _cli("reprocess", str(cfg), "--out", str(out))
         print(f"reprocess with nothing new: {t_idle:.2f} s")
-        store = Path(c.store) if c.store else inbox.parent / "store"
+        from pipeline.reprocess import store_of
+
+        store = store_of(c).root
         full_out = work / "outputs_full" / "basin"
         t_full = _cli("assess", str(store / "assessment.yaml"), "--out", str(full_out))
         print(f"full assess of the same 3 vintages (no cache): {t_full:.1f} s")

@@ -153,7 +153,7 @@ class Config(_Strict):
     processing: ProcessingConfig = ProcessingConfig()
     inbox: Path | None = Field(None, description="folder watched by `reprocess` for new imagery")
     store: Path | None = Field(None, description="data store of vintages registered by `reprocess` "
-                                                 "(default: the folder 'store' beside the inbox)")
+                                                 "(default: the folder '<basin>-store' beside the inbox)")
 
     # where the file came from (not part of the YAML)
     source: Path | None = Field(None, exclude=True)

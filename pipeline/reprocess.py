@@ -334,7 +334,8 @@ class StorePaths:
 def store_of(cfg: Config) -> StorePaths:
     if cfg.store is not None:
         return StorePaths(Path(cfg.store))
-    return StorePaths(Path(cfg.inbox).parent / "store")
+    # one store per basin, even when several basins keep their inboxes in one folder
+    return StorePaths(Path(cfg.inbox).parent / f"{cfg.basin.name}-store")
 
 
 def load_registry(store: StorePaths) -> list[dict]:
@@ -502,8 +503,11 @@ def reprocess(config_path: Path, out: Path | None = None, settle_s: float = SETT
                           fix="add 'inbox: <folder>' (where new land cover is dropped) to the configuration")
     inbox = Path(cfg.inbox)
     if not inbox.is_dir():
-        raise InputDataError("the inbox folder does not exist", path=inbox, field="inbox",
-                             fix="create it, or correct 'inbox:' in the configuration")
+        if not inbox.parent.is_dir():   # likely a typo in the path: do not invent folders
+            raise InputDataError("the inbox folder does not exist, nor does its parent", path=inbox,
+                                 field="inbox", fix="create it, or correct 'inbox:' in the configuration")
+        inbox.mkdir()
+        log.info("created the inbox folder %s; drop new land cover there", inbox)
     store = store_of(cfg)
     out_dir = Path(out) if out else default_out_dir(cfg)
     store.root.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def updated(assessed, tmp_path_factory) -> dict:
 
     folder = _clone(assessed, tmp_path_factory.mktemp("updated") / "b")
     new_vintage(folder)
-    log = folder / "basin" / "store" / "reprocess.log"
+    log = folder / "basin" / "tiny-store" / "reprocess.log"
     n0 = len(log.read_text(encoding="utf-8").splitlines())
     root = logging.getLogger()
     level = root.level
@@ -121,10 +121,10 @@ def test_new_vintage_is_registered_and_history_grows(updated, assessed):
     assert updated["code"] == 0
     # moved out of the inbox into the store, registered with its year and the default scheme
     assert not list((folder / "basin" / "inbox").glob("*.tif"))
-    reg = yaml.safe_load((folder / "basin" / "store" / "vintages.yaml").read_text(encoding="utf-8"))
+    reg = yaml.safe_load((folder / "basin" / "tiny-store" / "vintages.yaml").read_text(encoding="utf-8"))
     (entry,) = reg["vintages"]
     assert (entry["name"], entry["year"], entry["scheme"]) == ("y2024", 2024, "clcd")
-    stored = folder / "basin" / "store" / entry["path"]
+    stored = folder / "basin" / "tiny-store" / entry["path"]
     assert sha256(stored) == entry["sha256"]
     # the history now covers 3 vintages: 4 sites x 3 functions x 3 vintages
     hist = pd.read_csv(_out(folder) / "tables" / "history.csv")
@@ -183,7 +183,7 @@ def test_cached_run_equals_an_uncached_assessment(updated, tmp_path):
     the same tables and rasters."""
     from pipeline.assess import assess
 
-    eff = updated["folder"] / "basin" / "store" / "assessment.yaml"
+    eff = updated["folder"] / "basin" / "tiny-store" / "assessment.yaml"
     plain = assess(eff, out=tmp_path / "plain" / "tiny")
     assert _comparable(plain) == _comparable(_out(updated["folder"]))
 
@@ -203,7 +203,7 @@ def test_second_run_does_nothing_and_is_fast(updated):
     finally:
         root.setLevel(level)
     assert code == 0
-    log = (updated["folder"] / "basin" / "store" / "reprocess.log").read_text(encoding="utf-8")
+    log = (updated["folder"] / "basin" / "tiny-store" / "reprocess.log").read_text(encoding="utf-8")
     assert wall < 5.0, f"an idle run took {wall:.2f} s; log:\n{log[-3000:]}"
     assert _files(out) == before                          # not even the manifest was rewritten
     assert not list(out.parent.glob(".tiny.staging-*"))
@@ -250,7 +250,7 @@ def test_bad_files_are_quarantined_with_a_reason(assessed, tmp_path):
     assert (q / "landcover_2027.tif.yaml").is_file()       # the sidecar went with it
     assert (inbox / ".landcover_2028.tif.part").exists()   # a partial upload is left alone
     assert _files(_out(folder)) == published               # nothing valid: nothing recomputed
-    assert not (folder / "basin" / "store" / "vintages.yaml").exists()
+    assert not (folder / "basin" / "tiny-store" / "vintages.yaml").exists()
 
 
 def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_path):
@@ -282,14 +282,14 @@ def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_
     assert proc.returncode == -signal.SIGKILL, "".join(seen[-20:])
     # the previous publication is intact; the dead run left its lock and staging debris
     assert _files(out) == published
-    lock = json.loads((folder / "basin" / "store" / "reprocess.lock").read_text())
+    lock = json.loads((folder / "basin" / "tiny-store" / "reprocess.lock").read_text())
     assert lock["pid"] == proc.pid
     assert list(out.parent.glob(".tiny.staging-*"))
 
     code = reprocess(_cfg(folder), out=out)               # takes the stale lock over
     assert code == 0
     assert not list(out.parent.glob(".tiny.staging-*"))
-    assert not (folder / "basin" / "store" / "reprocess.lock").exists()
+    assert not (folder / "basin" / "tiny-store" / "reprocess.lock").exists()
     assert _comparable(out) == _comparable(_out(updated["folder"]))
     assert _files(out) != published
 
