@@ -41,8 +41,11 @@ reprocess: $(STAMP) ## pick up new imagery from the basin inbox and update outpu
 test: $(STAMP) ## run the whole test suite
 	$(PY) -m pytest $(ARGS)
 
-bench: $(STAMP) ## benchmarks against peer tools; writes outputs/bench/*.json
-	$(PY) -m bench $(ARGS)
+bench: $(STAMP) ## benchmarks against peer tools (hydrology, landcover, reprocess); outputs/bench/*.json
+	@for b in hydrology landcover reprocess; do $(PY) -m bench $$b $(ARGS) || exit 1; done
+
+bench-large: $(STAMP) ## whole assessment of a generated 2e8-cell basin; outputs/bench/large.json
+	$(PY) -m bench large $(ARGS)
 
 demo-data: $(STAMP) ## rebuild data_samples/ from ../shared/data (deterministic)
 	$(PY) scripts/make_demo_basin.py $(ARGS)
