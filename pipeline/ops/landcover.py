@@ -1,0 +1,293 @@
+"""xarray/dask wrappers for the land-cover kernels: tiled patch labelling, disk
+shares, distance to features, upstream shares.
+
+Every op keeps the input's coords, dims, attrs and rioxarray CRS, and gives the
+same values for any chunking as on one array (tests/test_landcover*.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import dask
+import dask.array as dsa
+import numpy as np
+import xarray as xr
+
+from pipeline.errors import InputDataError
+from pipeline.kernels import distance as kdist
+from pipeline.kernels import focal as kfocal
+from pipeline.kernels import patches as kpatch
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- helpers
+def cell_size(da: xr.DataArray) -> tuple[float, float]:
+    """(cell_y, cell_x) in CRS units (metres) from the rioxarray transform or coords."""
+    try:
+        t = da.rio.transform()
+        cy, cx = abs(t.e), abs(t.a)
+    except Exception:  # noqa: BLE001 - fall back to coordinate spacing
+        cy = abs(float(da.y[1] - da.y[0])) if da.sizes["y"] > 1 else float("nan")
+        cx = abs(float(da.x[1] - da.x[0])) if da.sizes["x"] > 1 else float("nan")
+    crs = da.rio.crs if hasattr(da, "rio") else None
+    if crs is not None and crs.is_geographic:
+        raise InputDataError("land-cover grid is in a geographic CRS; distances and areas need metres",
+                             field="grid.crs", fix="align the inputs to a projected metre CRS (e.g. UTM)")
+    if not (np.isfinite(cy) and np.isfinite(cx)) or cy <= 0 or cx <= 0:
+        raise InputDataError("cannot determine the cell size of the land-cover grid", field="grid",
+                             fix="write a transform with rioxarray (da.rio.write_transform)")
+    return cy, cx
+
+
+def _as_dask(data) -> dsa.Array:
+    return data if isinstance(data, dsa.Array) else dsa.from_array(np.asarray(data), chunks=-1)
+
+
+def _min_chunks(chunks: tuple[int, ...], minimum: int) -> tuple[int, ...]:
+    """Merge neighbouring chunks so that none is smaller than ``minimum`` (unless the axis is)."""
+    if minimum <= 0 or all(c >= minimum for c in chunks):
+        return tuple(chunks)
+    out: list[int] = []
+    acc = 0
+    for c in chunks:
+        acc += c
+        if acc >= minimum:
+            out.append(acc)
+            acc = 0
+    if acc:
+        if out:
+            out[-1] += acc
+        else:
+            out.append(acc)
+    return tuple(out)
+
+
+def _like(template: xr.DataArray, data, name: str, nodata) -> xr.DataArray:
+    out = xr.DataArray(data, coords=template.coords, dims=template.dims, attrs=dict(template.attrs), name=name)
+    out.attrs.pop("_FillValue", None)
+    out.attrs.pop("landcover_scheme", None)
+    if hasattr(out, "rio"):
+        if template.rio.crs is not None:
+            out = out.rio.write_crs(template.rio.crs)
+        out = out.rio.write_nodata(nodata, encoded=False)
+    return out
+
+
+def _overlap(data: dsa.Array, depth_y: int, depth_x: int) -> tuple[dsa.Array, tuple]:
+    """Float64 array with a NaN halo of (depth_y, depth_x); chunks never smaller than the depth."""
+    data = data.astype(np.float64)  # cast before padding: NaN halo needs a float dtype
+    if data.shape[0] < depth_y or data.shape[1] < depth_x:
+        # the whole array is smaller than the halo: one chunk, padded directly
+        one = data.rechunk(-1)
+        padded = dsa.pad(one, ((depth_y, depth_y), (depth_x, depth_x)), mode="constant",
+                         constant_values=np.nan).rechunk(-1)
+        return padded, one.chunks
+    chunks = (_min_chunks(data.chunks[0], depth_y), _min_chunks(data.chunks[1], depth_x))
+    if chunks != data.chunks:
+        data = data.rechunk(chunks)
+    padded = dsa.overlap.overlap(data, depth={0: depth_y, 1: depth_x}, boundary={0: np.nan, 1: np.nan})
+    return padded, chunks
+
+
+# --------------------------------------------------------------------------- disk shares
+def disk_share(values: xr.DataArray, radius_m: float, name: str = "share",
+               mask_center: bool = True) -> xr.DataArray:
+    """Mean of ``values`` (e.g. a 0/1 class indicator, NaN = nodata) over a disk of
+    ``radius_m`` around each cell; NaN cells excluded from numerator and denominator.
+
+    Equals ``convolve(nan_to_num(v), disk) / convolve(valid, disk)`` (scipy.ndimage,
+    zero padding) with the disk of cells whose centres lie within ``radius_m``.
+    """
+    cy, cx = cell_size(values)
+    hw = kfocal.disk_half_widths(radius_m, cy, cx)
+    dy, dx = (hw.shape[0] - 1) // 2, int(hw.max())
+    padded, chunks = _overlap(_as_dask(values.data), dy, dx)
+    out = padded.map_blocks(kfocal.disk_share, hw, dy, dx, mask_center, chunks=chunks,
+                            dtype=np.float64, meta=np.empty((0, 0), np.float64))
+    return _like(values, out.astype(np.float32), name, np.nan)
+
+
+# --------------------------------------------------------------------------- distance
+def _edt_block(padded, dy, dx, cy, cx, cap, valid):
+    feat = ~np.isnan(padded) & (padded != 0)
+    d = kdist.edt(feat, cy, cx)[dy: padded.shape[0] - dy, dx: padded.shape[1] - dx]
+    d = np.minimum(d, cap)
+    if valid is not None:
+        d[~valid] = np.nan
+    return d.astype(np.float32)
+
+
+def distance_to(features: xr.DataArray, max_distance_m: float, valid: xr.DataArray | None = None,
+                name: str = "distance_m") -> xr.DataArray:
+    """Exact Euclidean distance (m) to the nearest nonzero cell of ``features``, capped.
+
+    Tiled with a halo of ceil(max_distance_m / cell) cells: every feature within
+    ``max_distance_m`` of a cell lies in its padded chunk, so ``min(d, max_distance_m)``
+    equals ``min(edt, max_distance_m)`` of the whole array (scipy.ndimage
+    .distance_transform_edt) for any chunking; farther cells hold the cap value.
+    ``valid`` (bool) sets NaN outside the basin.
+    """
+    cy, cx = cell_size(features)
+    dy = int(np.ceil(max_distance_m / cy - 1e-9))
+    dx = int(np.ceil(max_distance_m / cx - 1e-9))
+    padded, chunks = _overlap(_as_dask(features.data), dy, dx)
+    if valid is not None:
+        v = _as_dask(valid.data).astype(bool).rechunk(chunks)
+        out = dsa.map_blocks(lambda p, m: _edt_block(p, dy, dx, cy, cx, max_distance_m, m), padded, v,
+                             chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+    else:
+        out = padded.map_blocks(_edt_block, dy, dx, cy, cx, max_distance_m, None, chunks=chunks,
+                                dtype=np.float32, meta=np.empty((0, 0), np.float32))
+    res = _like(features, out, name, np.nan)
+    res.attrs["distance_cap_m"] = float(max_distance_m)
+    return res
+
+
+# --------------------------------------------------------------------------- patch labelling
+@dataclass
+class Patches:
+    """Result of :func:`label_patches`."""
+
+    labels: xr.DataArray      # int32, 0 = not in a patch, ids 1..n
+    cells: np.ndarray         # int64 [n + 1]: cell count per id (index 0 unused)
+    first_index: np.ndarray   # int64 [n + 1]: row-major index of each patch's first cell
+
+    @property
+    def n(self) -> int:
+        return int(self.cells.shape[0] - 1)
+
+
+def _block_summary(block, row0, col0, ncols):
+    m = np.asarray(block)
+    m = (~np.isnan(m) & (m != 0)) if m.dtype.kind == "f" else (m != 0)
+    lab, n = kpatch.label_block(m.view(np.uint8) if m.dtype == np.bool_ else m.astype(np.uint8))
+    counts, first = kpatch.label_counts_first(lab, n, row0, col0, ncols)
+    return dict(n=n, counts=counts, first=first, top=lab[0].copy(), bottom=lab[-1].copy(),
+                left=lab[:, 0].copy(), right=lab[:, -1].copy())
+
+
+def _relabel_block(block, lut):
+    m = np.asarray(block)
+    m = (~np.isnan(m) & (m != 0)) if m.dtype.kind == "f" else (m != 0)
+    lab, _ = kpatch.label_block(m.view(np.uint8) if m.dtype == np.bool_ else m.astype(np.uint8))
+    return kpatch.apply_lut(lab, lut, np.empty(lab.shape, np.int32))
+
+
+def label_patches(mask: xr.DataArray) -> Patches:
+    """8-connected components of ``mask`` (nonzero, non-NaN = in a patch), across chunks.
+
+    1. each chunk labelled by :func:`pipeline.kernels.patches.label_block` (chunk
+       summaries: counts, first cells, edge strips - computed in one dask pass);
+    2. seams (edges and the diagonal corners of the chunk grid) joined centrally
+       with a union-find over the chunks' labels;
+    3. one relabel pass (the chunk is labelled again and mapped through its lookup).
+    Final ids are numbered by each patch's first cell in row-major order, so any
+    chunking gives identical labels, equal to ``scipy.ndimage.label(mask,
+    structure=ones((3, 3)))``.
+    """
+    data = _as_dask(mask.data)
+    ncols = data.shape[1]
+    yoff = np.concatenate([[0], np.cumsum(data.chunks[0])])
+    xoff = np.concatenate([[0], np.cumsum(data.chunks[1])])
+    blocks = data.to_delayed()
+    nby, nbx = blocks.shape
+    tasks = [dask.delayed(_block_summary)(blocks[i, j], int(yoff[i]), int(xoff[j]), ncols)
+             for i in range(nby) for j in range(nbx)]
+    summ = dask.compute(*tasks)
+    S = [[summ[i * nbx + j] for j in range(nbx)] for i in range(nby)]
+    # global piece id = offset of the chunk + local label (0 stays background)
+    offs = np.zeros((nby, nbx), np.int64)
+    total = 0
+    for i in range(nby):
+        for j in range(nbx):
+            offs[i, j] = total
+            total += S[i][j]["n"]
+
+    def gid(i, j, strip):
+        s = S[i][j][strip].astype(np.int64)
+        return np.where(s > 0, s + offs[i, j], 0)
+
+    pa, pb = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for i in range(nby):
+        for j in range(nbx):
+            if j + 1 < nbx:   # vertical seam: right column | left column of the east chunk
+                a, b = kpatch.seam_pairs(gid(i, j, "right"), gid(i, j + 1, "left"))
+                pa.append(a), pb.append(b)
+            if i + 1 < nby:   # horizontal seam: bottom row / top row of the south chunk
+                a, b = kpatch.seam_pairs(gid(i, j, "bottom"), gid(i + 1, j, "top"))
+                pa.append(a), pb.append(b)
+            if i + 1 < nby and j + 1 < nbx:   # the two diagonals at a chunk corner
+                a, b = gid(i, j, "bottom")[-1], gid(i + 1, j + 1, "top")[0]
+                if a and b:
+                    pa.append(np.array([a])), pb.append(np.array([b]))
+                a, b = gid(i, j + 1, "bottom")[0], gid(i + 1, j, "top")[-1]
+                if a and b:
+                    pa.append(np.array([a])), pb.append(np.array([b]))
+    root = kpatch.union_pairs(total + 1, np.concatenate(pa), np.concatenate(pb))
+    first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
+    counts = np.zeros(total + 1, np.int64)
+    for i in range(nby):
+        for j in range(nbx):
+            n = S[i][j]["n"]
+            if n:
+                first[offs[i, j] + 1: offs[i, j] + n + 1] = S[i][j]["first"][1:]
+                counts[offs[i, j] + 1: offs[i, j] + n + 1] = S[i][j]["counts"][1:]
+    # component key = smallest first-cell index of its pieces
+    comp_first = np.full(total + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(comp_first, root[1:], first[1:])
+    roots = np.unique(root[1:])
+    order = np.argsort(comp_first[roots], kind="stable")
+    final_of_root = np.zeros(total + 1, np.int32)
+    final_of_root[roots[order]] = np.arange(1, roots.size + 1, dtype=np.int32)
+    final = final_of_root[root]
+    final[0] = 0
+    n_final = int(roots.size)
+    cells = np.bincount(final[1:], weights=counts[1:], minlength=n_final + 1).astype(np.int64)
+    cells[0] = 0
+    first_final = np.full(n_final + 1, -1, np.int64)
+    first_final[1:] = comp_first[roots[order]]
+    luts = {(i, j): final[offs[i, j]: offs[i, j] + S[i][j]["n"] + 1].copy() for i in range(nby) for j in range(nbx)}
+    for lut in luts.values():
+        lut[0] = 0
+
+    def relabel(block, block_info=None):
+        loc = tuple(block_info[0]["chunk-location"])
+        return _relabel_block(block, luts[loc])
+
+    labels = data.map_blocks(relabel, dtype=np.int32, meta=np.empty((0, 0), np.int32))
+    log.debug("labelled %d patches from %d chunk pieces over %d x %d chunks", n_final, total, nby, nbx)
+    return Patches(labels=_like(mask, labels, "patch_id", 0), cells=cells, first_index=first_final)
+
+
+def lookup(labels: xr.DataArray, table: np.ndarray, name: str, nodata=np.nan) -> xr.DataArray:
+    """Per-cell value ``table[label]`` (table[0] is the background value)."""
+    tab = np.asarray(table)
+    out = _as_dask(labels.data).map_blocks(lambda b: tab[b], dtype=tab.dtype, meta=np.empty((0, 0), tab.dtype))
+    return _like(labels, out, name, nodata)
+
+
+# --------------------------------------------------------------------------- upstream shares
+def upstream_share(d8: xr.DataArray, weights: xr.DataArray, name: str,
+                   accumulation: xr.DataArray | None = None) -> xr.DataArray:
+    """Share of ``weights`` (0..1 per cell, NaN = nodata) in each cell's contributing area.
+
+    share = flow_accumulation(d8, w) / flow_accumulation(d8, valid), where cells with
+    nodata land cover count in neither (w = 0, valid = 0). When the land cover has no
+    nodata inside the D8 grid, the denominator equals the plain ``accumulation``
+    (passed in) and no second accumulation is run.
+    """
+    from pipeline.ops.hydrology import flow_accumulation
+
+    w = weights.fillna(0.0).astype(np.float64)
+    d8valid = d8 != 255
+    missing = bool(((weights.isnull()) & d8valid).any().compute()) if accumulation is not None else True
+    num = flow_accumulation(d8, w)
+    if missing or accumulation is None:
+        den = flow_accumulation(d8, weights.notnull().astype(np.float64))
+    else:
+        den = accumulation
+    share = (num / den.where(den > 0)).where(d8valid & weights.notnull())
+    return _like(weights, share.data.astype(np.float32), name, np.nan)
