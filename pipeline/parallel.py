@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import contextmanager
+import sys
+from contextlib import ExitStack, contextmanager
 
 import dask
 
@@ -43,6 +44,20 @@ def dask_scheduler(address: str | None = None, workers: int | None = None):
             client.close()
     else:
         n = workers or default_workers()
-        with dask.config.set(scheduler="threads", num_workers=n):
+        with ExitStack() as stack:
+            stack.enter_context(dask.config.set(scheduler="threads", num_workers=n))
+            if show_progress():
+                from dask.diagnostics import ProgressBar
+
+                # a bar on every tiled computation that lasts more than two seconds
+                stack.enter_context(ProgressBar(minimum=2.0, out=sys.stderr))
             log.debug("dask: local threaded scheduler, %d workers", n)
             yield None
+
+
+def show_progress() -> bool:
+    """Progress bars on a terminal, or when ECOCREDIT_PROGRESS=1 (logs stay clean in cron jobs)."""
+    flag = os.environ.get("ECOCREDIT_PROGRESS")
+    if flag is not None:
+        return flag == "1"
+    return sys.stderr.isatty()

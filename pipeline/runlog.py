@@ -119,11 +119,3 @@ def write_json_atomic(path: Path, data: dict) -> None:
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=False, default=str),
                    encoding="utf-8")
     os.replace(tmp, path)
-
-
-def progress(iterable, desc: str, total: int | None = None):
-    """A progress bar on long steps (stderr, disabled when not a terminal unless forced)."""
-    from tqdm.auto import tqdm
-
-    disable = not sys.stderr.isatty() and os.environ.get("ECOCREDIT_PROGRESS") != "1"
-    return tqdm(iterable, desc=desc, total=total, disable=disable, leave=False, unit="step")
