@@ -11,7 +11,7 @@ import datetime as dt
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -242,10 +242,6 @@ class Config(_Strict):
 # Loading
 
 
-class _LineLoader(yaml.SafeLoader):
-    """Safe loader that also records the line of every mapping key."""
-
-
 def _key_lines(text: str) -> dict[tuple, int]:
     """Map each key path (tuple of keys / list indices) to its 1-based YAML line."""
     lines: dict[tuple, int] = {}
@@ -382,6 +378,3 @@ def load_yaml_mapping(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError("expected a YAML mapping", path=path)
     return data
-
-
-Kind = Literal["restoration", "impact"]

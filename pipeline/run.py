@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import rasterio
@@ -18,7 +17,6 @@ import rasterio.features
 import rioxarray
 import xarray as xr
 
-from pipeline.io.grid import Grid
 from pipeline.io.ingest import Ingested, align_inputs, apply_parameter_overrides
 from pipeline.io.outputs import OutputLayout
 from pipeline.io.rasters import write_array

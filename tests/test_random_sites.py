@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
