@@ -215,6 +215,7 @@ def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict
         "d8": _read(hyd.paths["d8"]),
         "accumulation": _read(hyd.paths["accumulation"]),
     }
+    streams = _read(hyd.paths["streams"]) == 1
     landcover = {}
     for v in ing.cfg.landcover:
         paths = landscape[v.name]
@@ -225,7 +226,7 @@ def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict
             "patch_id": _read(paths["patch_id"]),
             "patch_area_ha": _patch_lookup(patch_table, "area_ha"),
             "patch_dpc": _patch_lookup(patch_table, "dpc"),
-            "stream_mask": _read(hyd.paths["streams"]) == 1,
+            "stream_mask": streams,
             "dist_to_stream_m": _read(paths["dist_to_stream_m"]),
         }
     layers = {_SITE_LAYER_NAMES.get(k, k): v for k, v in ing.layers.items()}

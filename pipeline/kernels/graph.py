@@ -15,43 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-
-@njit(cache=True, nogil=True)
-def _push(hk, hv, size, key, val):
-    i = size
-    hk[i] = key
-    hv[i] = val
-    while i > 0:
-        p = (i - 1) >> 1
-        if hk[p] <= hk[i]:
-            break
-        hk[p], hk[i] = hk[i], hk[p]
-        hv[p], hv[i] = hv[i], hv[p]
-        i = p
-    return size + 1
-
-
-@njit(cache=True, nogil=True)
-def _pop(hk, hv, size):
-    key = hk[0]
-    val = hv[0]
-    size -= 1
-    hk[0] = hk[size]
-    hv[0] = hv[size]
-    i = 0
-    while True:
-        l = 2 * i + 1
-        if l >= size:
-            break
-        c = l
-        if l + 1 < size and hk[l + 1] < hk[l]:
-            c = l + 1
-        if hk[i] <= hk[c]:
-            break
-        hk[c], hk[i] = hk[i], hk[c]
-        hv[c], hv[i] = hv[i], hv[c]
-        i = c
-    return key, val, size
+from pipeline.kernels.heap import heap_pop, heap_push
 
 
 @njit(cache=True, nogil=True)
@@ -61,9 +25,9 @@ def _search(indptr, indices, weights, src, removed, limit, dist, pred, done, tou
     dist[src] = 0.0
     touched[nt] = src
     nt += 1
-    size = _push(hk, hv, 0, 0.0, src)
+    hk, hv, size = heap_push(hk, hv, 0, 0.0, src)
     while size > 0:
-        d, u, size = _pop(hk, hv, size)
+        d, u, size = heap_pop(hk, hv, size)
         if done[u] or d > dist[u]:
             continue
         done[u] = True
@@ -80,9 +44,7 @@ def _search(indptr, indices, weights, src, removed, limit, dist, pred, done, tou
                     nt += 1
                 dist[v] = nd
                 pred[v] = u
-                if size >= hk.shape[0]:
-                    return -1   # heap full: caller grows it (cannot happen with len >= nnz + 1)
-                size = _push(hk, hv, size, nd, v)
+                hk, hv, size = heap_push(hk, hv, size, nd, v)   # grows if ever full
     return nt
 
 

@@ -25,8 +25,8 @@ from numba import njit
 from numba import types
 from numba.typed import Dict
 
-from pipeline.kernels.hydro_common import (DCOL, DROW, heap64_pop, heap64_push, heap_new,
-                                           heap_pop, heap_push, orderable_key)
+from pipeline.kernels.heap import heap_new, heap_pop, heap_push
+from pipeline.kernels.hydro_common import DCOL, DROW, heap64_pop, heap64_push, orderable_key
 
 OCEAN = 1  #: tile-local label of cells connected to an outlet of the raster
 
