@@ -182,6 +182,41 @@ def test_graph_level_dpc_equals_node_removal(n, seed, density):
     np.testing.assert_allclose(r.table.dpc.to_numpy(), dpc, rtol=1e-8, atol=1e-10)
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 30), st.integers(0, 2**31 - 1), st.floats(0.05, 0.6), st.sampled_from([np.inf, 1.0, 2.5]))
+def test_connector_repair_equals_node_removal(n, seed, density, limit):
+    """The subtree repair (kernels.graph.connector_losses) equals removing each node k
+    and searching again from every other source: sum_i a_i (R_i - a_k p*_ik - R_i^(-k)).
+    Weights drawn from a small set so equal-length paths (ties) are common."""
+    from scipy.sparse import coo_matrix
+
+    from pipeline.kernels.graph import connector_losses, row_sums, tree_terms
+    rng = np.random.default_rng(seed)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n) if rng.random() < density]
+    ei = np.array([q[0] for q in pairs], np.int64)
+    ej = np.array([q[1] for q in pairs], np.int64)
+    w = rng.choice([0.2, 0.4, 0.6, 1.0], size=len(pairs))
+    g = coo_matrix((np.concatenate([w, w]), (np.concatenate([ei, ej]), np.concatenate([ej, ei]))),
+                   shape=(n, n)).tocsr()
+    args = (g.indptr.astype(np.int64), g.indices.astype(np.int64), g.data.astype(np.float64))
+    a = rng.random(n) + 0.1
+    src = np.arange(n, dtype=np.int64)
+    R, bsum, cost, _ = tree_terms(*args, a, src, limit)
+    np.testing.assert_allclose(R, row_sums(*args, a, src, -1, limit)[0], rtol=1e-12)
+    got, _ = connector_losses(*args, a, src, limit, np.ones(n, bool))
+    from scipy.sparse.csgraph import dijkstra
+    P = np.exp(-dijkstra(g, directed=False, limit=limit))
+    for k in range(n):
+        others = src[src != k]
+        Rk = row_sums(*args, a, others, k, limit)[0]
+        want = float(np.sum(a[others] * (R[others] - a[k] * P[others, k] - Rk)))
+        assert got[k] == pytest.approx(want, rel=1e-9, abs=1e-12)
+        # nodes that are no source's interior node need no repair; the bound holds
+        if cost[k] == 0:
+            assert got[k] == 0.0
+        assert got[k] <= bsum[k] * R[k] * (1 + 1e-9) + 1e-12
+
+
 def test_many_patches_scale_and_work_budget():
     """52 900 single-cell patches on a 2-cell lattice (30 m cells, gaps 30 m along rows
     and columns, 42.4 m diagonally > dispersal 30 m): a 4-neighbour grid graph with
@@ -254,10 +289,10 @@ def test_dijkstra_kernel_equals_scipy(n, seed, density, limit):
     got = np.array([distances_from(*args, n, s, limit) for s in range(n)])
     np.testing.assert_allclose(got, ref, rtol=1e-12)
     a = rng.random(n)
-    R, *_ = row_sums(*args, a, np.arange(n, dtype=np.int64), -1, limit, False)
+    R, *_ = row_sums(*args, a, np.arange(n, dtype=np.int64), -1, limit)
     np.testing.assert_allclose(R, np.exp(-ref) @ a, rtol=1e-12)
     # removing node 0: equals scipy on the graph without node 0
     if n > 1:
-        R0, *_ = row_sums(*args, a, np.arange(1, n, dtype=np.int64), 0, limit, False)
+        R0, *_ = row_sums(*args, a, np.arange(1, n, dtype=np.int64), 0, limit)
         ref0 = dijkstra(g[1:, 1:], directed=False, limit=limit)
         np.testing.assert_allclose(R0, np.exp(-ref0) @ a[1:], rtol=1e-12)
