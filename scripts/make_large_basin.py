@@ -53,7 +53,8 @@ from numba import njit, prange  # noqa: E402
 
 log = logging.getLogger("make_large_basin")
 
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
+PROJECT_RADIUS_M = 15_000.0       # sites of one project lie within this distance of its first site
 ALBERS = "+proj=aea +lat_0=0 +lon_0=105 +lat_1=25 +lat_2=47 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
 RES = 30.0
 CENTRE_X, CENTRE_Y = 900_000.0, 4_500_000.0        # north China in China Albers (metres)
@@ -724,20 +725,24 @@ def place_sites(basin: Basin):
             break
     if len(placed) < spec.sites:
         raise SystemExit(f"error: placed only {len(placed)} of {spec.sites} sites; use fewer --sites")
-    # projects: runs of 1..4 sites of one type share a project and its dates
+    # projects: 1..4 nearby sites of one type (within PROJECT_RADIUS_M of the first) share
+    # a project and its dates, as real projects cover one reach or one area
     by_type: dict[str, list[int]] = {}
     for i, rec in enumerate(recs):
         by_type.setdefault(rec["ptype"], []).append(i)
+    cxy = np.array([[g.centroid.x, g.centroid.y] for g in placed])
     stage_i = {"restoration": 0, "impact": 1}
     pnum = 0
     attrs = [None] * len(recs)
     for ptype in types:
-        idx = by_type.get(ptype, [])
-        k = 0
-        while k < len(idx):
+        todo = list(by_type.get(ptype, []))
+        while todo:
             size = int(rng.integers(1, 5))
-            members = idx[k:k + size]
-            k += size
+            first = todo.pop(0)
+            d = np.hypot(*(cxy[todo] - cxy[first]).T) if todo else np.zeros(0)
+            near = [todo[q] for q in np.argsort(d, kind="stable")[:size - 1] if d[q] <= PROJECT_RADIUS_M]
+            members = [first] + near
+            todo = [q for q in todo if q not in near]
             pnum += 1
             kind = PROJECT_TYPES[ptype][0]
             stage = STAGES[stage_i[kind] % len(STAGES)]

@@ -139,9 +139,12 @@ def convert_to_cog(path: Path) -> Path:
             return path
         is_class = np.issubdtype(np.dtype(src.dtypes[0]), np.integer)
         shape = (src.height, src.width)
-    opts = dict(driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=_blocksize(shape), OVERVIEWS="AUTO",
-                RESAMPLING="NEAREST" if is_class else "AVERAGE", NUM_THREADS=1,
-                PREDICTOR="NO" if is_class else "YES", BIGTIFF="IF_SAFER")
+    # LEVEL 1: half the time of the default 6 for ~4 % larger files (2e7-cell float raster:
+    # 2.4 s vs 5.1 s). Blocks are compressed independently, so the bytes do not depend
+    # on NUM_THREADS. SPARSE_OK: all-nodata blocks are not stored (sparse credit rasters).
+    opts = dict(driver="COG", COMPRESS="DEFLATE", LEVEL=1, BLOCKSIZE=_blocksize(shape), OVERVIEWS="AUTO",
+                RESAMPLING="NEAREST" if is_class else "AVERAGE", NUM_THREADS="ALL_CPUS",
+                SPARSE_OK="YES", PREDICTOR="NO" if is_class else "YES", BIGTIFF="IF_SAFER")
     with rasterio.Env(**_GDAL_ENV), atomic_path(path, suffix=".tif") as tmp:
         rio_copy(str(path), str(tmp), **opts)
     log.debug("converted %s to COG", path)

@@ -3,6 +3,12 @@
 A cell's share of a site's credit is its exact coverage fraction (exactextract)
 divided by the site's total coverage, so the raster of a project sums to the
 project's credits in the table (to floating-point rounding).
+
+A project's raster spans the bounding box of its sites, but only the windows
+around groups of nearby sites are computed and written: the file is a sparse
+tiled GeoTIFF (GDAL ``SPARSE_OK``; blocks never written read as nodata), so time
+and memory follow the sites' area, not the box (sites of one project can lie far
+apart in a large basin).
 """
 
 from __future__ import annotations
@@ -66,11 +72,48 @@ def coverage(geoms: gpd.GeoSeries, grid: Grid, win: Window) -> list[tuple[np.nda
             for c, f in zip(df["cell_id"], df["coverage"])]
 
 
+def site_groups(geoms: gpd.GeoSeries, grid: Grid, margin: int = 2) -> list[tuple[Window, np.ndarray]]:
+    """Groups of sites whose windows (bounding box + ``margin`` cells) overlap.
+
+    Returns (window, positions) per group with disjoint windows, in order of the
+    first site of each group: overlapping sites share cells, so they are spread
+    together.
+    """
+    wins = [project_window(geoms.iloc[i:i + 1], grid, margin) for i in range(len(geoms))]
+    groups = [([i], wins[i]) for i in range(len(geoms))]
+    merged = True
+    while merged:                   # merge until no two group windows overlap
+        merged = False
+        out: list[tuple[list[int], Window]] = []
+        for members, w in groups:
+            for q, (m2, w2) in enumerate(out):
+                if _overlap(w, w2):
+                    out[q] = (m2 + members, _union(w, w2))
+                    merged = True
+                    break
+            else:
+                out.append((members, w))
+        groups = out
+    return [(w, np.sort(np.asarray(m, dtype=np.int64))) for m, w in groups]
+
+
+def _overlap(a: Window, b: Window) -> bool:
+    return (a.row0 < b.row0 + b.height and b.row0 < a.row0 + a.height
+            and a.col0 < b.col0 + b.width and b.col0 < a.col0 + a.width)
+
+
+def _union(a: Window, b: Window) -> Window:
+    r0, c0 = min(a.row0, b.row0), min(a.col0, b.col0)
+    r1 = max(a.row0 + a.height, b.row0 + b.height)
+    c1 = max(a.col0 + a.width, b.col0 + b.width)
+    return Window(r0, c0, r1 - r0, c1 - c0)
+
+
 def project_credit_arrays(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
-                          canonical_pre: np.ndarray, canonical_post: np.ndarray
-                          ) -> tuple[Window, np.ndarray]:
-    """The 8-band array of one project's credit raster (see BANDS) and its window."""
-    win = project_window(sites.geometry, grid)
+                          canonical_pre: np.ndarray, canonical_post: np.ndarray,
+                          win: Window | None = None) -> tuple[Window, np.ndarray]:
+    """The 8-band array (see BANDS) of ``sites`` over ``win`` (default: their bounding box)."""
+    win = win or project_window(sites.geometry, grid)
     out = np.full((len(BANDS), win.height, win.width), NODATA, dtype=np.float64)
     covered = np.zeros(win.height * win.width, dtype=bool)
     for (cells, frac), site_id in zip(coverage(sites.geometry, grid, win), sites["site_id"]):
@@ -103,26 +146,38 @@ def write_credit_rasters(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: G
                          canonical_pre: np.ndarray, canonical_post: np.ndarray,
                          path_for) -> dict[str, Path]:
     """Write one multi-band GeoTIFF per project; return {project_id: path}."""
+    from rasterio.windows import Window as RioWindow
+
     from pipeline.io.rasters import GTIFF_OPTIONS, atomic_raster
 
     written = {}
     for pid, group in sites.groupby("project_id", sort=True):
-        win, arr = project_credit_arrays(group, credits, grid, canonical_pre, canonical_post)
+        win = project_window(group.geometry, grid)
         path = path_for(pid)
         profile = dict(GTIFF_OPTIONS, width=win.width, height=win.height, count=len(BANDS),
                        dtype="float64", crs=grid.crs.to_wkt(), transform=win.transform(grid),
-                       nodata=NODATA, predictor=3, blockxsize=256, blockysize=256)
+                       nodata=NODATA, predictor=3, blockxsize=256, blockysize=256, SPARSE_OK=True)
         if win.width < 256 or win.height < 256:
             profile.update(tiled=False)
             profile.pop("blockxsize")
             profile.pop("blockysize")
+        groups = site_groups(group.geometry, grid)
         with atomic_raster(path, profile) as dst:
-            dst.write(arr)
+            if len(groups) == 1 or not profile["tiled"]:
+                _, arr = project_credit_arrays(group, credits, grid, canonical_pre, canonical_post, win)
+                dst.write(arr)
+            else:
+                for gwin, members in groups:
+                    _, arr = project_credit_arrays(group.iloc[members], credits, grid, canonical_pre,
+                                                   canonical_post, gwin)
+                    dst.write(arr, window=RioWindow(gwin.col0 - win.col0, gwin.row0 - win.row0,
+                                                    gwin.width, gwin.height))
             for i, name in enumerate(BANDS, 1):
                 dst.set_band_description(i, name)
             dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
                             landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
                                              "(canonical codes 1 forest .. 9 other)")
         written[str(pid)] = path
-        log.debug("credit raster %s: %d x %d cells", path.name, win.width, win.height)
+        log.debug("credit raster %s: %d x %d cells, %d site group(s)", path.name, win.width, win.height,
+                  len(groups))
     return written
