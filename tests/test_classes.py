@@ -202,3 +202,25 @@ def test_present_codes_equals_numpy_unique(dtype, seed, chunk):
     got = C.present_codes(dsa.from_array(a, chunks=chunk))
     np.testing.assert_array_equal(got, np.unique(a))
     assert got.dtype == a.dtype
+
+
+@pytest.mark.parametrize("nodata", [None, 0, 255])
+def test_lookup_table_path_equals_general_path(nodata):
+    """8/16-bit rasters are mapped through a 256/65536-entry table; the result equals the
+    general path (searchsorted on int32 codes) for every scheme, with codes, nodata codes
+    and unknown values mixed."""
+    from pipeline.io import classes as C
+
+    for name in C.available_schemes():
+        sch = C.load_scheme(name)
+        for dt in (np.uint8, np.uint16):
+            if dt == np.uint8 and max(sch.codes) > 255:
+                continue
+            pool = np.concatenate([sch.codes, sch.nodata_codes, [0, 250, 254, 255]]).astype(np.int64)
+            pool = pool[(pool >= 0) & (pool < np.iinfo(dt).max)]
+            arr = np.random.default_rng(1).choice(pool, size=(60, 70)).astype(dt)
+            for vals, fill, od in ((sch.canonical, 255, np.uint8), (sch.weight, np.nan, np.float32)):
+                fast = C._apply(arr, sch, vals, fill, nodata, od)
+                slow = C._apply(arr.astype(np.int32), sch, vals, fill, nodata, od)
+                assert fast.dtype == slow.dtype
+                np.testing.assert_array_equal(fast, slow)

@@ -322,6 +322,9 @@ def _unknown_error(bad: np.ndarray, scheme: Scheme, path) -> InputDataError:
 
 def _apply(arr: np.ndarray, scheme: Scheme, values: np.ndarray, fill, nodata, out_dtype) -> np.ndarray:
     """Map product codes through ``values`` (aligned with scheme.codes); nodata -> fill."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind in "ub" and arr.dtype.itemsize <= 2:
+        return _lookup_table(scheme, values, fill, nodata, out_dtype, arr.dtype)[arr]
     nod = _nodata_mask(arr, scheme, nodata)
     a = np.where(nod, scheme.codes[0], arr)
     if a.dtype.kind == "f":
@@ -332,6 +335,29 @@ def _apply(arr: np.ndarray, scheme: Scheme, values: np.ndarray, fill, nodata, ou
     out = values[idx].astype(out_dtype, copy=False)
     out = np.where(nod | ~ok, fill, out).astype(out_dtype, copy=False)
     return out
+
+
+def _lookup_table(scheme: Scheme, values: np.ndarray, fill, nodata, out_dtype, in_dtype) -> np.ndarray:
+    """One entry per possible value of an 8/16-bit unsigned raster: the same mapping as
+    the general path of :func:`_apply` (codes -> values; nodata and unknown -> fill)."""
+    key = (id(scheme), values.tobytes(), repr(fill), repr(nodata), np.dtype(out_dtype).str, np.dtype(in_dtype).str)
+    lut = _LUTS.get(key)
+    if lut is None:
+        size = 2 ** (8 * np.dtype(in_dtype).itemsize)
+        lut = np.full(size, fill, dtype=out_dtype)
+        codes = np.asarray(scheme.codes, dtype=np.int64)
+        inside = (codes >= 0) & (codes < size)
+        lut[codes[inside]] = np.asarray(values)[inside].astype(out_dtype, copy=False)
+        nod = np.asarray(scheme.nodata_codes, dtype=np.int64)
+        lut[nod[(nod >= 0) & (nod < size)]] = fill
+        if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)) \
+                and float(nodata).is_integer() and 0 <= nodata < size:
+            lut[int(nodata)] = fill
+        _LUTS[key] = lut
+    return lut
+
+
+_LUTS: dict = {}
 
 
 def reclassify_array(arr: np.ndarray, scheme: Scheme, *, nodata: float | None = None,
