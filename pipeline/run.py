@@ -206,28 +206,30 @@ def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: Outpu
 
 def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict],
                         params: dict) -> pd.DataFrame:
-    from pipeline.indicators.sites import site_indicators
+    """Site indicators from the rasters the earlier steps wrote.
+
+    The rasters are handed over as files (``RasterFile``): the site indicators read
+    D8 and the class rasters whole (uint8, CB is basin-wide) and everything else
+    only in windows around the sites and their flow paths.
+    """
+    from pipeline.indicators.sites import RasterFile, site_indicators
 
     grid = ing.grid
-    dem_stats = {
-        "slope_deg": _read(hyd.paths["slope_deg"]),
-        "depression_depth_m": _read(hyd.paths["depression_depth_m"]),
-        "d8": _read(hyd.paths["d8"]),
-        "accumulation": _read(hyd.paths["accumulation"]),
-    }
-    streams = _read(hyd.paths["streams"]) == 1
+    dem_stats = {name: RasterFile(Path(hyd.paths[name]))
+                 for name in ("slope_deg", "depression_depth_m", "d8", "accumulation")}
+    streams = RasterFile(Path(hyd.paths["streams"]), equals=1)
     landcover = {}
     for v in ing.cfg.landcover:
         paths = landscape[v.name]
         patch_table = pd.read_csv(paths["patch_table"])
         landcover[v.name] = {
             "year": v.year,
-            "canonical": _read(paths["canonical"]),
-            "patch_id": _read(paths["patch_id"]),
+            "canonical": RasterFile(Path(paths["canonical"])),
+            "patch_id": RasterFile(Path(paths["patch_id"])),
             "patch_area_ha": _patch_lookup(patch_table, "area_ha"),
             "patch_dpc": _patch_lookup(patch_table, "dpc"),
             "stream_mask": streams,
-            "dist_to_stream_m": _read(paths["dist_to_stream_m"]),
+            "dist_to_stream_m": RasterFile(Path(paths["dist_to_stream_m"])),
         }
     layers = {_SITE_LAYER_NAMES.get(k, k): v for k, v in ing.layers.items()}
     attrs = _canonical_attrs()

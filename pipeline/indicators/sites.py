@@ -2,9 +2,22 @@
 
 `site_indicators` measures, for every site polygon S, the raw indicators of
 `pipeline.indicators.catalog.INDICATORS`; the rulebook turns them into points.
-It works on plain numpy arrays on the basin grid, so it does not depend on any
-chunking, and each site is computed on its own (results do not depend on the
-order of the sites).
+It works on layers of the basin grid, so it does not depend on any chunking,
+and each site is computed on its own (results do not depend on the order of the
+sites).
+
+Memory (issue 8): a layer may be a numpy array, an xarray DataArray or a
+``RasterFile`` (a GeoTIFF on the grid, what ``pipeline.run`` passes). Only D8 and
+the class rasters of the vintages on one DEM are held whole, as uint8 (CB is
+basin-wide by method), plus a one-bit-per-cell mark: 1 + n_vintages + 1/8 bytes
+per cell. Every other layer (slope, depression depth, accumulation, patch ids,
+HQ weights, streams, distances) is read in the window of one site's cells or
+RING1K. CB is never held as a list of cells: its size and class counts are sums
+over the upstream areas of the site's lowest seeds, each area walked once for
+all sites (see ``_DemPart``). PATH is kept only as far as the flood buffers
+reach. Without ``dist_to_stream_m`` the distances are computed around each site
+(an EDT of the RING1K window grown by the riparian buffer, exact for the
+``<= riparian_buffer_m`` test). D8 must be acyclic (a loop is reported).
 
 Measurement rules (the method's words, and the choices made where it leaves room):
 
@@ -90,24 +103,34 @@ import math
 import re
 import time
 from collections.abc import Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import rasterio
+import rasterio.errors
 import shapely
+from rasterio.windows import Window
 from scipy import ndimage
 
 from pipeline.errors import InputDataError
 from pipeline.indicators.catalog import CLASS_CODES, CLASS_NODATA, INDICATORS, NAMES
 from pipeline.indicators.geometry import (
-    D8_NODATA, Grid, as_grid, cells_in_polygons, contributing_basin, flow_path, outlet,
-    path_buffers, polygon_cells, site_cells, site_zones,
+    D8_NODATA, Grid, as_grid, cells_in_polygons, flow_path, path_buffers, polygon_cells,
+    site_cells, site_zones,
 )
 from pipeline.kernels import sites as ksites
 
 log = logging.getLogger(__name__)
 
 HQ_COEFFICIENT = 511.2642131067
+# GDAL's block cache while the step reads its windows (its default, 5 % of RAM,
+# would otherwise fill with the tiles of whole-raster reads)
+_GDAL_CACHE_BYTES = 64 * 2**20
+_PATH_BATCH = 50     # sites whose PATH-buffer cells are held at a time
 
 DEFAULT_PARAMS: dict = {
     "near_buffer_m": 50.0,
@@ -210,7 +233,9 @@ class ClassLookup:
         return {k: {cls._ALIASES.get(n, n): v for n, v in a.items()} for k, a in attrs.items()}
 
     def check_raster(self, arr: np.ndarray, name: str) -> None:
-        present = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        counts = (ksites.histogram_u8(np.ascontiguousarray(arr)) if arr.dtype == np.uint8
+                  else np.bincount(arr.ravel(), minlength=256))
+        present = np.flatnonzero(counts)
         bad = [int(v) for v in present if v != CLASS_NODATA and not self.valid[int(v)]]
         if bad:
             raise InputDataError(f"land-cover raster {name} holds class codes {bad} "
@@ -330,17 +355,103 @@ def _check_layer(layers, name, grid: Grid, fields=()):
     return layer
 
 
-def _array(d: Mapping, key: str, grid: Grid, where: str, required: bool = True):
+# ------------------------------------------------------------------ raster sources
+
+@dataclass(frozen=True)
+class RasterFile:
+    """A single-band GeoTIFF on the basin grid, read window by window.
+
+    ``equals``: if set, the raster reads as the bool mask ``value == equals``
+    (streams.tif holds 1 stream, 0 land and 255 outside the basin).
+    """
+
+    path: Path
+    equals: int | None = None
+
+
+class _Source:
+    """Windowed access to one 2-D layer on the grid: a numpy array, an xarray
+    DataArray (dask-backed or not) or a :class:`RasterFile` (kept open in ``files``).
+
+    Only D8 and the class rasters are ever read whole (CB is basin-wide); every
+    other layer is read in the window of the cells asked for, so the memory of
+    the step does not grow with the grid beyond those uint8 rasters.
+    """
+
+    def __init__(self, obj, grid: Grid, name: str, files: ExitStack):
+        self.name = name
+        self._ds = self._arr = None
+        self._equals = None
+        if isinstance(obj, (str, Path)):
+            obj = RasterFile(Path(obj))
+        if isinstance(obj, RasterFile):
+            try:
+                ds = files.enter_context(rasterio.open(obj.path))
+            except rasterio.errors.RasterioIOError as exc:
+                raise InputDataError(f"{name} cannot be read ({exc})", path=obj.path, field=name,
+                                     fix="run the hydrology and land-cover steps again") from None
+            if ds.count != 1:
+                raise InputDataError(f"{name} has {ds.count} bands, expected 1", path=obj.path, field=name)
+            if not ds.transform.almost_equals(grid.transform):
+                raise InputDataError(f"{name} is not on the basin grid (transform {tuple(ds.transform)[:6]})",
+                                     path=obj.path, field=name,
+                                     fix="align every raster to the basin grid (io)")
+            self._ds, self._equals = ds, obj.equals
+            shape, self.dtype = (ds.height, ds.width), np.dtype(ds.dtypes[0])
+        elif hasattr(obj, "dims") and hasattr(obj, "isel"):      # xarray, maybe dask-backed
+            self._arr = obj
+            shape, self.dtype = tuple(obj.shape), np.dtype(obj.dtype)
+        else:
+            self._arr = np.asarray(obj)
+            shape, self.dtype = self._arr.shape, self._arr.dtype
+        if self._equals is not None:
+            self.dtype = np.dtype(bool)
+        if tuple(shape) != tuple(grid.shape):
+            raise InputDataError(f"{name} has shape {tuple(shape)}, the grid is {grid.shape}",
+                                 field=name, fix="align every raster to the basin grid (io)")
+        self.shape = tuple(grid.shape)
+
+    def window(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        """Rows r0:r1, cols c0:c1 (a view for numpy input)."""
+        if self._ds is not None:
+            w = self._ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0))
+            return w == self._equals if self._equals is not None else w
+        return np.asarray(self._arr[r0:r1, c0:c1])
+
+    def gather(self, ids: np.ndarray) -> np.ndarray:
+        """Values at flat cell indices, read through their bounding window."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return np.empty(0, dtype=self.dtype)
+        rows, cols = np.divmod(ids, self.shape[1])
+        r0, c0 = int(rows.min()), int(cols.min())
+        w = self.window(r0, int(rows.max()) + 1, c0, int(cols.max()) + 1)
+        return w[rows - r0, cols - c0]
+
+    def read_into(self, out: np.ndarray) -> np.ndarray:
+        """The whole layer into ``out`` (grid-shaped), strip by strip for files."""
+        if self._ds is None:
+            out[...] = np.asarray(self._arr)
+            return out
+        step = max(1, (1 << 24) // max(1, self.shape[1]))   # ~16 M cells per read
+        for r0 in range(0, self.shape[0], step):
+            r1 = min(self.shape[0], r0 + step)
+            out[r0:r1] = self.window(r0, r1, 0, self.shape[1])
+        return out
+
+    def read_all(self) -> np.ndarray:
+        if self._ds is None and isinstance(self._arr, np.ndarray):
+            return np.ascontiguousarray(self._arr)
+        return self.read_into(np.empty(self.shape, dtype=self.dtype))
+
+
+def _source(d: Mapping, key: str, grid: Grid, where: str, files: ExitStack, required: bool = True):
     a = d.get(key) if d is not None else None
     if a is None:
         if required:
             raise InputDataError(f"{where} lacks the array {key!r}", field=f"{where}.{key}")
         return None
-    a = np.asarray(a)
-    if a.shape != grid.shape:
-        raise InputDataError(f"{where}.{key} has shape {a.shape}, the grid is {grid.shape}",
-                             field=f"{where}.{key}", fix="align every raster to the basin grid (io)")
-    return a
+    return _Source(a, grid, f"{where}.{key}", files)
 
 
 def _lookup(table, ids: np.ndarray) -> np.ndarray:
@@ -351,91 +462,99 @@ def _lookup(table, ids: np.ndarray) -> np.ndarray:
     return arr[ids]
 
 
-def _per_patch(values, patch_flat: np.ndarray, grid: Grid, name: str):
+def _per_patch(values, grid: Grid, name: str, files: ExitStack):
     """A per-patch table (dict or 1-D array indexed by patch id) as is; a per-cell
     raster on the grid (each cell carries its patch's value, as the landscape
-    rasters do) turned into a 1-D array indexed by patch id."""
+    rasters do) as a source read at the site's cells."""
     if isinstance(values, Mapping):
         return values
+    if isinstance(values, (str, Path, RasterFile)) or (hasattr(values, "dims") and np.ndim(values) == 2):
+        return _Source(values, grid, name, files)
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim == 1:
-        if patch_flat.size and patch_flat.max() >= arr.size:
-            raise InputDataError(f"{name} has {arr.size} entries but patch ids reach {patch_flat.max()}",
-                                 field=name, fix="index the table by patch id (entry 0 unused)")
         return arr
     if arr.shape != grid.shape:
         raise InputDataError(f"{name} has shape {arr.shape}; expected a per-patch table or a "
                              f"raster of the grid's shape {grid.shape}", field=name)
-    table = np.full(int(patch_flat.max()) + 1 if patch_flat.size else 1, np.nan)
-    on = patch_flat > 0
-    table[patch_flat[on]] = arr.ravel()[on]
-    return table
+    return _Source(arr, grid, name, files)
+
+
+def _patch_values(table, pid: np.ndarray, ids: np.ndarray, cell_pid: np.ndarray, name: str) -> np.ndarray:
+    """Per-patch values of the distinct ids ``pid`` touching S (``ids``: S's cells,
+    ``cell_pid``: their patch ids)."""
+    if isinstance(table, _Source):
+        # each cell carries its patch's value; take the last cell of each patch in
+        # row-major order (what a whole-raster table build would keep)
+        vals = table.gather(ids).astype(np.float64)
+        order = np.argsort(ids, kind="stable")
+        last = dict(zip(cell_pid[order].tolist(), vals[order].tolist()))
+        return np.array([last[int(k)] for k in pid], dtype=np.float64)
+    if isinstance(table, np.ndarray) and pid.size and pid.max() >= table.size:
+        raise InputDataError(f"{name} has {table.size} entries but patch ids reach {pid.max()}",
+                             field=name, fix="index the table by patch id (entry 0 unused)")
+    return _lookup(table, pid)
 
 
 # ------------------------------------------------------------------ DEM part
 
-class _DemPart:
-    """Everything that depends on the DEM only: site cells, CB, o, PATH and their indicators."""
+def _box_mask(idxs: np.ndarray, ncols: int):
+    """(row0, col0, bool mask of the bounding window) of a non-empty set of flat indices."""
+    rows, cols = np.divmod(idxs, ncols)
+    r0, c0 = int(rows.min()), int(cols.min())
+    mask = np.zeros((int(rows.max()) - r0 + 1, int(cols.max()) - c0 + 1), dtype=bool)
+    mask[rows - r0, cols - c0] = True
+    return r0, c0, mask
 
-    def __init__(self, sites_geom, area_m2, cov_s, grid: Grid, dem_stats, layers, p,
+
+def _path_head(pidx: np.ndarray, cum: np.ndarray, far_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """PATH up to the first cell beyond ``far_m`` (all the flood buffers need: the line
+    through these centres has the same first ``far_m`` metres as the whole PATH)."""
+    keep = int(np.searchsorted(cum, far_m, side="right")) + 1
+    return pidx[:keep].copy(), cum[:keep].copy()
+
+
+class _DemPart:
+    """Everything that depends on the DEM: site cells, CB, o, PATH and their indicators.
+
+    CB is never held as a list of cells: a site's CB is the union of the upstream
+    areas of its lowest seeds less its seeds, and the size and class counts of every
+    vintage on this DEM (``cb_counts[i][k]``: 256 counts of vintage k) are sums of
+    per-area totals, each area walked once for all sites (``_cb_counts``). Point
+    sources in CB are found by following D8 down from them (``_cells_in_cb``). PATH
+    is kept only as far as the flood buffers reach, and the cells of the flood
+    buffers a batch of sites at a time. D8 (and the class rasters, passed in as
+    ``canon_stack``) are the only grid-sized arrays; the other layers are read in
+    windows around each site.
+    """
+
+    def __init__(self, sites_geom, area_m2, cov_s, grid: Grid, dem_stats, canon_stack: np.ndarray,
+                 lut: ClassLookup, layers, p, files: ExitStack, assets_from_classes: bool = True,
                  where="dem_stats"):
         n = len(sites_geom)
-        d8 = _array(dem_stats, "d8", grid, where)
-        if d8.dtype != np.uint8:
-            raise InputDataError(f"{where}.d8 must be uint8 ESRI codes, got {d8.dtype}",
+        self.where = where
+        d8_src = _source(dem_stats, "d8", grid, where, files)
+        if d8_src.dtype != np.uint8:
+            raise InputDataError(f"{where}.d8 must be uint8 ESRI codes, got {d8_src.dtype}",
                                  field=f"{where}.d8")
-        d8 = np.ascontiguousarray(d8)
-        acc = np.ascontiguousarray(_array(dem_stats, "accumulation", grid, where), dtype=np.float64)
-        slope = _array(dem_stats, "slope_deg", grid, where).ravel()
-        depth = _array(dem_stats, "depression_depth_m", grid, where).ravel()
-        scratch = np.zeros(d8.size, dtype=np.uint8)
+        acc = _source(dem_stats, "accumulation", grid, where, files)
+        slope = _source(dem_stats, "slope_deg", grid, where, files)
+        depth = _source(dem_stats, "depression_depth_m", grid, where, files)
+        d8 = d8_src.read_all()
+        d8_flat = d8.ravel()
+        nrows, ncols = grid.shape
         cell_ha = grid.cell_area_m2 / 1e4
-        self.seeds, self.cb, self.paths, self.outlets = [], [], [], []
+        far_m = max(p["path_assets_near_km"], p["path_assets_far_km"]) * 1000.0
+        self.seeds, self.cb_counts, self.paths, self.outlets = [], [], [], []
         ind = {k: np.full(n, np.nan) for k in (
             "depression_share", "mean_depression_depth_m", "mean_slope_deg", "cb_area_ha",
             "cb_area_ratio", "path_wq_target_km")}
         ind["point_source_near"] = np.full(n, np.nan, dtype=object)
         ind["path_failing_section"] = np.full(n, np.nan, dtype=object)
-        for i in range(n):
-            ids, cov = cov_s[i]
-            dep = depth[ids].astype(np.float64)
-            ind["depression_share"][i] = _wmean(
-                np.where(np.isfinite(dep), (dep >= p["min_depression_depth_m"]).astype(float), np.nan), cov)
-            ind["mean_depression_depth_m"][i] = _wmean(dep, cov)
-            ind["mean_slope_deg"][i] = _wmean(slope[ids].astype(np.float64), cov)
-            seeds = site_cells(sites_geom[i], grid)
-            seeds = seeds[d8.ravel()[seeds] != D8_NODATA]
-            cb = contributing_basin(d8, seeds, scratch)
-            o = outlet(acc, seeds)
-            path = flow_path(d8, o, grid) if o >= 0 else (np.empty(0, np.int64), np.empty(0))
-            self.seeds.append(seeds)
-            self.cb.append(cb)
-            self.outlets.append(o)
-            self.paths.append(path)
-            ind["cb_area_ha"][i] = cb.size * cell_ha
-            ind["cb_area_ratio"][i] = (cb.size * cell_ha) / (area_m2[i] / 1e4)
 
-        # point sources: within near + 250 m of S, or in a CB cell
         ps = _geoms(layers.get("point_sources"))
-        if layers.get("point_sources") is not None:
-            ind["point_source_near"][:] = False
-        if len(ps):
-            near = _any_within(sites_geom, ps, p["near_buffer_m"] + p["point_source_extra_m"]) > 0
-            rp = shapely.point_on_surface(ps)
-            ps_cells = grid.cell_of(shapely.get_x(rp), shapely.get_y(rp))
-            in_cb = np.array([np.isin(ps_cells, cb).any() for cb in self.cb], dtype=bool)
-            ind["point_source_near"] = near | in_cb
-
-        # water-quality targets along PATH
         targets = _geoms(layers.get("wq_targets"))
-        if len(targets):
-            for i, (pidx, cum) in enumerate(self.paths):
-                hit = cells_in_polygons(grid, pidx, targets)
-                if hit.any():
-                    ind["path_wq_target_km"][i] = cum[np.argmax(hit)] / 1000.0
-
-        # failing monitoring sections snapped to PATH
         sec = layers.get("monitoring_sections")
+        fail_cells = None
         if sec is not None and len(sec):
             fo, ft = p["section_observed_field"], p["section_target_field"]
             failing = np.zeros(len(sec), dtype=bool)
@@ -447,11 +566,64 @@ class _DemPart:
                 failing[k] = gb3838_rank(o_, fo) > gb3838_rank(t_, ft)
             fail_cells = self._cells_near_points(grid, sec.geometry.to_numpy()[failing],
                                                  p["section_snap_cells"] * max(grid.dx, grid.dy))
-            for i, (pidx, _) in enumerate(self.paths):
-                if pidx.size:
-                    ind["path_failing_section"][i] = bool(np.isin(pidx, fail_cells).any())
         elif sec is not None:   # an empty layer: nothing fails
             ind["path_failing_section"][:] = False
+
+        lowest, lowest_acc = [], []
+        for i in range(n):
+            ids, cov = cov_s[i]
+            dep = depth.gather(ids).astype(np.float64)
+            ind["depression_share"][i] = _wmean(
+                np.where(np.isfinite(dep), (dep >= p["min_depression_depth_m"]).astype(float), np.nan), cov)
+            ind["mean_depression_depth_m"][i] = _wmean(dep, cov)
+            ind["mean_slope_deg"][i] = _wmean(slope.gather(ids).astype(np.float64), cov)
+            seeds = site_cells(sites_geom[i], grid)
+            seeds = seeds[d8_flat[seeds] != D8_NODATA]
+            o = -1
+            low = np.empty(0, np.int64)
+            low_acc = np.empty(0)
+            if seeds.size:
+                r0, c0, smask = _box_mask(seeds, ncols)
+                low_k = ksites.lowest_seeds(d8, seeds, r0, c0, smask, D8_NODATA)
+                # o: the seed with the largest accumulation, ties to the row-major first
+                win = np.ascontiguousarray(acc.window(r0, r0 + smask.shape[0], c0, c0 + smask.shape[1]),
+                                           dtype=np.float64)
+                rr, cc = np.divmod(seeds, ncols)
+                local = ((rr - r0) * smask.shape[1] + (cc - c0)).astype(np.int64)
+                lo = int(ksites.outlet_cell(win, local))
+                if lo >= 0:
+                    o = (r0 + lo // smask.shape[1]) * ncols + c0 + lo % smask.shape[1]
+                low, low_acc = seeds[low_k], win.ravel()[local[low_k]]
+            lowest.append(low)
+            lowest_acc.append(low_acc)
+            pidx, cum = flow_path(d8, o, grid) if o >= 0 else (np.empty(0, np.int64), np.empty(0))
+            if len(targets) and pidx.size:
+                hit_t = cells_in_polygons(grid, pidx, targets)
+                if hit_t.any():
+                    ind["path_wq_target_km"][i] = cum[np.argmax(hit_t)] / 1000.0
+            if fail_cells is not None and pidx.size:
+                ind["path_failing_section"][i] = bool(np.isin(pidx, fail_cells).any())
+            self.seeds.append(seeds)
+            self.outlets.append(o)
+            self.paths.append(_path_head(pidx, cum, far_m))
+
+        # CB = the upstream areas of the lowest seeds (disjoint, every seed inside)
+        # minus the seeds; each area is walked once for all sites and vintages
+        cb_n, self.cb_counts = self._cb_counts(d8, canon_stack, lowest, lowest_acc)
+        for i in range(n):
+            n_cb = cb_n[i]
+            ind["cb_area_ha"][i] = n_cb * cell_ha
+            ind["cb_area_ratio"][i] = (n_cb * cell_ha) / (area_m2[i] / 1e4)
+
+        # point sources: within near + 250 m of S, or in a CB cell
+        if layers.get("point_sources") is not None:
+            ind["point_source_near"][:] = False
+        if len(ps):
+            near = _any_within(sites_geom, ps, p["near_buffer_m"] + p["point_source_extra_m"]) > 0
+            rp = shapely.point_on_surface(ps)
+            q = grid.cell_of(shapely.get_x(rp), shapely.get_y(rp))
+            ind["point_source_near"] = near | self._cells_in_cb(d8, np.unique(q[q >= 0]), grid)
+        del d8, d8_flat
 
         # PATH buffers for the flood-asset indicators
         bufs = path_buffers([pth if len(pth[0]) else (np.array([0]), np.array([0.0]))
@@ -463,9 +635,86 @@ class _DemPart:
                 bufs[0][k] = None
                 bufs[1][k] = None
         self.buf5, self.buf20 = bufs
-        cov = polygon_cells(np.concatenate([self.buf5, self.buf20]), grid)
-        self.cov5, self.cov20 = cov[:n], cov[n:]
+        # without a flood_assets layer: built-up cells within the buffers, per vintage;
+        # the cell lists are taken a batch of sites at a time and dropped
+        nv = canon_stack.shape[0]
+        self.assets5 = np.full((nv, n), np.nan)
+        self.assets20 = np.full((nv, n), np.nan, dtype=object)
+        if assets_from_classes:
+            built = CLASS_CODES["built_up"]
+            for b0 in range(0, n, _PATH_BATCH):
+                b1 = min(n, b0 + _PATH_BATCH)
+                cov = polygon_cells(np.concatenate([self.buf5[b0:b1], self.buf20[b0:b1]]), grid)
+                for i in range(b0, b1):
+                    (i5, c5), (i20, _) = cov[i - b0], cov[b1 - b0 + i - b0]
+                    for k in range(nv):
+                        canon = canon_stack[k].ravel()
+                        c5cls = canon[i5]
+                        self.assets5[k, i] = _share(c5cls == built, c5 * lut.valid[c5cls])
+                        self.assets20[k, i] = (bool(np.any(canon[i20] == built)) if i20.size else math.nan)
         self.ind = ind
+
+    def _cb_counts(self, d8: np.ndarray, canon_stack: np.ndarray, lowest: list, lowest_acc: list):
+        """Per site, the number of CB cells and the (n_vintages, 256) class counts over CB.
+
+        The upstream area of every lowest seed of every site is measured once
+        (``kernels.sites.upstream_totals``, upstream seeds first, so an area nested in
+        another is walked once); a site's CB is the sum over its lowest seeds less
+        its seeds.
+        """
+        nv = canon_stack.shape[0]
+        present = np.zeros(256, dtype=bool)
+        for k in range(nv):
+            present |= ksites.histogram_u8(canon_stack[k]) > 0
+        codes = np.flatnonzero(present)
+        binlut = np.zeros(256, dtype=np.int64)
+        binlut[codes] = np.arange(codes.size)
+        allk = np.concatenate(lowest) if lowest else np.empty(0, np.int64)
+        alla = np.concatenate(lowest_acc) if lowest_acc else np.empty(0)
+        keys, first = np.unique(allk, return_index=True)
+        order = np.argsort(alla[first], kind="stable").astype(np.int64)
+        key_n, key_hist = ksites.upstream_totals(d8, keys.astype(np.int64), order, D8_NODATA, canon_stack,
+                                                 binlut, max(1, codes.size))
+        if (key_n < 0).any():
+            raise InputDataError("the D8 flow directions hold a loop", field=f"{self.where}.d8",
+                                 fix="derive D8 from a filled DEM (the hydrology step does)")
+        cb_n, counts = [], []
+        for seeds, low in zip(self.seeds, lowest):
+            c = np.zeros((nv, 256), dtype=np.int64)
+            if low.size == 0:
+                cb_n.append(0)
+                counts.append(c)
+                continue
+            j = np.searchsorted(keys, low)
+            cb_n.append(int(key_n[j].sum()) - seeds.size)
+            c[:, codes] = key_hist[j].sum(axis=0)
+            for k in range(nv):
+                c[k] -= np.bincount(canon_stack[k].ravel()[seeds], minlength=256)
+            counts.append(c)
+        return cb_n, counts
+
+    def _cells_in_cb(self, d8: np.ndarray, cells: np.ndarray, grid: Grid) -> np.ndarray:
+        """Per site, whether any of ``cells`` lies in its CB: a cell is in CB when the
+        D8 path below it meets a seed of the site and the cell is not one itself."""
+        n = len(self.seeds)
+        out = np.zeros(n, dtype=bool)
+        if not n or cells.size == 0:
+            return out
+        owner = np.concatenate([np.full(s.size, i) for i, s in enumerate(self.seeds)])
+        seed_cells = np.concatenate(self.seeds)
+        order = np.argsort(seed_cells, kind="stable")
+        seed_cells, owner = seed_cells[order], owner[order]
+        for cell in cells:
+            below = flow_path(d8, int(cell), grid)[0][1:]
+            lo = np.searchsorted(seed_cells, below, side="left")
+            hi = np.searchsorted(seed_cells, below, side="right")
+            hit = np.zeros(n, dtype=bool)
+            for a, b in zip(lo[hi > lo], hi[hi > lo]):
+                hit[owner[a:b]] = True
+            # a seed of a site is not in that site's CB
+            hit[owner[np.searchsorted(seed_cells, cell, "left"):np.searchsorted(seed_cells, cell, "right")]] = False
+            out |= hit
+        return out
 
     @staticmethod
     def _cells_near_points(grid: Grid, pts, tol: float) -> np.ndarray:
@@ -491,11 +740,15 @@ class _DemPart:
 
 # ------------------------------------------------------------------ land-cover part
 
-def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ring,
+
+# ------------------------------------------------------------------ land-cover part
+
+def _landcover_part(i, k, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ring,
                     dem: _DemPart, flood_assets, p) -> dict:
-    canon = lc["_canonical_flat"]
-    shape = grid.shape
-    ncols = shape[1]
+    """Indicators of site i on vintage k of ``dem`` (``lc``: that vintage's sources)."""
+    canon2d = lc["_canonical"]
+    canon = canon2d.ravel()
+    ncols = grid.shape[1]
     cell_ha = grid.cell_area_m2 / 1e4
     out: dict = {}
 
@@ -507,9 +760,9 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
     out["persistent_veg_share"] = _share(lut.persistent[cls], w)
     out["wetland_water_share"] = _share(np.isin(cls, (CLASS_CODES["wetland"], CLASS_CODES["water"])), w)
     out["natural_share"] = _share(lut.natural[cls], w)
-    hqw = lc.get("_hq_flat")
+    hqw = lc.get("_hq")
     if hqw is not None:   # per-cell HJ 192 weights of the product's own sub-classes
-        cw = hqw[ids].astype(np.float64)
+        cw = hqw.gather(ids).astype(np.float64)
         ok = np.isfinite(cw)
         wt = cov[ok].sum()
         out["habitat_quality"] = (min(100.0, HQ_COEFFICIENT * float((cov[ok] * cw[ok]).sum() / wt))
@@ -532,13 +785,17 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
         out["n_structure_classes"] = math.nan
 
     # --- natural patches touching S
-    patch_id = lc.get("_patch_flat")
-    if patch_id is not None:
-        pid = np.unique(patch_id[ids])
+    patch_src = lc.get("_patch")
+    if patch_src is not None:
+        cell_pid = patch_src.gather(ids).astype(np.int64)
+        pid = np.unique(cell_pid)
         pid = pid[pid > 0]
         if pid.size:
-            out["largest_patch_ha"] = float(np.max(_lookup(lc["patch_area_ha"], pid)))
-            out["site_dpc_pct"] = float(np.sum(_lookup(lc["patch_dpc"], pid)))
+            where = lc["_where"]
+            out["largest_patch_ha"] = float(np.max(_patch_values(
+                lc["patch_area_ha"], pid, ids, cell_pid, f"{where}.patch_area_ha")))
+            out["site_dpc_pct"] = float(np.sum(_patch_values(
+                lc["patch_dpc"], pid, ids, cell_pid, f"{where}.patch_dpc")))
         else:
             out["largest_patch_ha"] = 0.0         # no natural patch touches S
             out["site_dpc_pct"] = 0.0
@@ -553,9 +810,8 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
     out["near_pollutant_share"] = _share(lut.pollutant[ncls], nw)
     out["near_runoff_share"] = _share(lut.runoff[ncls], nw)
 
-    # --- CB (whole cells)
-    cb = dem.cb[i]
-    counts = ksites.count_values(lc["_canonical"], cb, 256).astype(np.float64)
+    # --- CB (whole cells), counted by the walk of the DEM part
+    counts = dem.cb_counts[i][k].astype(np.float64)
     counts[~lut.valid] = 0.0
     ctot = counts.sum()
     intensive = p["_intensive_codes"]
@@ -579,7 +835,7 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
             rr, cc = np.divmod(idx, ncols)
             return (rr - r0) * wshape[1] + (cc - c0)
 
-        win_cls = lc["_canonical"][r0:r0 + wshape[0], c0:c0 + wshape[1]]
+        win_cls = canon2d[r0:r0 + wshape[0], c0:c0 + wshape[1]]
         in_ring = np.zeros(wshape, dtype=bool).ravel()
         in_ring[local(rids)] = True
         in_s = np.zeros(wshape, dtype=bool).ravel()
@@ -601,10 +857,15 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
         out["ring_undisturbed_patches"] = math.nan
 
     # --- riparian buffer within RING1K
-    stream = lc.get("_stream_flat")
-    dist = lc.get("_dist_flat")
-    if stream is not None and dist is not None and stream[rids].any():
-        rip = (dist[rids] <= p["riparian_buffer_m"]) & lut.valid[rcls]
+    stream = lc.get("_stream")
+    dist_src = lc.get("_dist")
+    rstream = stream.gather(rids).astype(bool) if stream is not None else None
+    if rstream is not None and rstream.any():
+        if dist_src is not None:
+            rdist = dist_src.gather(rids).astype(np.float64)
+        else:
+            rdist = _window_distance(stream, rids, grid, float(p["riparian_buffer_m"]))
+        rip = (rdist <= p["riparian_buffer_m"]) & lut.valid[rcls]
         out["riparian_natural_share"] = _share(lut.natural[rcls], rcov * rip)
     else:
         out["riparian_natural_share"] = math.nan
@@ -620,13 +881,24 @@ def _landcover_part(i, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov_ri
                                                  / shapely.area(b5))
             out["path_assets_any_20km"] = bool(shapely.intersects(b20, flood_assets))
     else:
-        i5, c5 = dem.cov5[i]
-        c5cls = canon[i5]
-        out["path_assets_share_5km"] = _share(c5cls == CLASS_CODES["built_up"], c5 * lut.valid[c5cls])
-        i20, _ = dem.cov20[i]
-        out["path_assets_any_20km"] = (bool(np.any(canon[i20] == CLASS_CODES["built_up"]))
-                                       if i20.size else math.nan)
+        out["path_assets_share_5km"] = dem.assets5[k, i]
+        out["path_assets_any_20km"] = dem.assets20[k, i]
     return out
+
+
+def _window_distance(stream: _Source, ids: np.ndarray, grid: Grid, reach_m: float) -> np.ndarray:
+    """Distance (m) from each cell of ``ids`` to the nearest stream cell, exact up to
+    ``reach_m``: the Euclidean distance transform of the ids' window grown by reach_m
+    on every side, which holds every stream cell within reach_m of them (beyond it
+    the value may be larger than the basin-wide distance, but is still > reach_m)."""
+    rows, cols = np.divmod(ids, grid.shape[1])
+    pr = int(math.ceil(reach_m / grid.dy)) + 1
+    pc = int(math.ceil(reach_m / grid.dx)) + 1
+    r0, r1 = max(0, int(rows.min()) - pr), min(grid.shape[0], int(rows.max()) + pr + 1)
+    c0, c1 = max(0, int(cols.min()) - pc), min(grid.shape[1], int(cols.max()) + pc + 1)
+    win = stream.window(r0, r1, c0, c1).astype(bool)
+    d = ndimage.distance_transform_edt(~win, sampling=(grid.dy, grid.dx))
+    return d[rows - r0, cols - c0]
 
 
 # ------------------------------------------------------------------ entry point
@@ -654,7 +926,8 @@ def site_indicators(sites: gpd.GeoDataFrame, grid, dem_stats: Mapping, landcover
                  optional attribute columns ``in_wq_plan``, ``in_flood_plan``,
                  ``in_habitat_plan``, ``special_features``.
     grid       : (transform, crs, shape) of the basin grid, or a Grid.
-    dem_stats  : {slope_deg, depression_depth_m, d8 (uint8 ESRI), accumulation} arrays.
+    dem_stats  : {slope_deg, depression_depth_m, d8 (uint8 ESRI), accumulation}; each a
+                 2-D array, DataArray or RasterFile (also every raster of ``landcover``).
     landcover  : {vintage: {canonical (uint8, 255 nodata), patch_id, patch_area_ha,
                  patch_dpc, stream_mask, dist_to_stream_m, year?, dem_stats?}}; a
                  vintage's own ``dem_stats`` (as-built DEM) replaces the basin's.
@@ -748,52 +1021,62 @@ def site_indicators(sites: gpd.GeoDataFrame, grid, dem_stats: Mapping, landcover
         flood_assets = shapely.union_all(np.asarray(parts, dtype=object))
         shapely.prepare(flood_assets)
 
-    dem_cache: dict[int, _DemPart] = {}
-    rows = []
+    # vintages grouped by the DEM they use (their own as-built DEM or the basin's);
+    # per group, D8 and the group's class rasters are the only grid-sized arrays held
+    groups: dict[int, tuple] = {}
     for vintage, lc in landcover.items():
-        where = f"landcover[{vintage!r}]"
         ds = lc.get("dem_stats") or dem_stats
-        if id(ds) not in dem_cache:
-            dem_cache[id(ds)] = _DemPart(sgeom, area_m2, cov_s, grid, ds, layers, p,
-                                         where=f"{where}.dem_stats" if lc.get("dem_stats") else "dem_stats")
-        dem = dem_cache[id(ds)]
-        canonical = _array(lc, "canonical", grid, where)
-        if canonical.dtype != np.uint8:
-            raise InputDataError(f"{where}.canonical must be uint8 canonical codes, got {canonical.dtype}",
-                                 field=f"{where}.canonical")
-        lut.check_raster(canonical, f"{where}.canonical")
-        canonical = np.ascontiguousarray(canonical)
-        work = {"_canonical": canonical, "_canonical_flat": canonical.ravel()}
-        pid = _array(lc, "patch_id", grid, where, required=False)
-        if pid is not None:
-            for k in ("patch_area_ha", "patch_dpc"):
-                if lc.get(k) is None:
-                    raise InputDataError(f"{where} has patch_id but no {k}", field=f"{where}.{k}")
-            pflat = pid.ravel().astype(np.int64)
-            work.update(_patch_flat=pflat,
-                        patch_area_ha=_per_patch(lc["patch_area_ha"], pflat, grid, f"{where}.patch_area_ha"),
-                        patch_dpc=_per_patch(lc["patch_dpc"], pflat, grid, f"{where}.patch_dpc"))
-        hqw = _array(lc, "hq_weight", grid, where, required=False)
-        if hqw is not None:
-            work["_hq_flat"] = np.asarray(hqw, dtype=np.float64).ravel()
-        sm = _array(lc, "stream_mask", grid, where, required=False)
-        dist = _array(lc, "dist_to_stream_m", grid, where, required=False)
-        if sm is not None and dist is None:
-            dist = ndimage.distance_transform_edt(~sm.astype(bool), sampling=(grid.dy, grid.dx))
-        if sm is not None:
-            work.update(_stream_flat=sm.astype(bool).ravel(), _dist_flat=np.asarray(dist, float).ravel())
-        year = lc.get("year")
-        if year is None and isinstance(vintage, (int, np.integer)):
-            year = int(vintage)
-        elif year is None and isinstance(vintage, str) and vintage.isdigit():
-            year = int(vintage)
-        for i in range(n):
-            row = {"site_id": sites[idf].iloc[i], "vintage": vintage, "year": year}
-            row.update({k: v[i] for k, v in static.items()})
-            row.update({k: v[i] for k, v in dem.ind.items()})
-            row.update(_landcover_part(i, work, lut, grid, cov_s, cov_near, cov_ring, dem,
-                                       flood_assets, p))
-            rows.append(row)
+        where = f"landcover[{vintage!r}].dem_stats" if lc.get("dem_stats") else "dem_stats"
+        groups.setdefault(id(ds), (ds, where, []))[2].append(vintage)
+    rows_of: dict = {}
+    with ExitStack() as files, rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
+        for ds, dwhere, vintages in groups.values():
+            canon_stack = np.empty((len(vintages), *grid.shape), dtype=np.uint8)
+            works = []
+            for k, vintage in enumerate(vintages):
+                lc = landcover[vintage]
+                where = f"landcover[{vintage!r}]"
+                canonical = _source(lc, "canonical", grid, where, files)
+                if canonical.dtype != np.uint8:
+                    raise InputDataError(f"{where}.canonical must be uint8 canonical codes, got "
+                                         f"{canonical.dtype}", field=f"{where}.canonical")
+                canonical.read_into(canon_stack[k])
+                lut.check_raster(canon_stack[k], f"{where}.canonical")
+                work = {"_canonical": canon_stack[k], "_where": where}
+                pid = _source(lc, "patch_id", grid, where, files, required=False)
+                if pid is not None:
+                    for key in ("patch_area_ha", "patch_dpc"):
+                        if lc.get(key) is None:
+                            raise InputDataError(f"{where} has patch_id but no {key}", field=f"{where}.{key}")
+                    work.update(_patch=pid,
+                                patch_area_ha=_per_patch(lc["patch_area_ha"], grid, f"{where}.patch_area_ha", files),
+                                patch_dpc=_per_patch(lc["patch_dpc"], grid, f"{where}.patch_dpc", files))
+                work["_hq"] = _source(lc, "hq_weight", grid, where, files, required=False)
+                sm = _source(lc, "stream_mask", grid, where, files, required=False)
+                if sm is not None:      # without the distances they are computed around each site
+                    work.update(_stream=sm, _dist=_source(lc, "dist_to_stream_m", grid, where, files,
+                                                          required=False))
+                works.append(work)
+            dem = _DemPart(sgeom, area_m2, cov_s, grid, ds, canon_stack, lut, layers, p, files,
+                           assets_from_classes=flood_assets is None, where=dwhere)
+            for k, vintage in enumerate(vintages):
+                lc = landcover[vintage]
+                year = lc.get("year")
+                if year is None and isinstance(vintage, (int, np.integer)):
+                    year = int(vintage)
+                elif year is None and isinstance(vintage, str) and vintage.isdigit():
+                    year = int(vintage)
+                rows = []
+                for i in range(n):
+                    row = {"site_id": sites[idf].iloc[i], "vintage": vintage, "year": year}
+                    row.update({name: v[i] for name, v in static.items()})
+                    row.update({name: v[i] for name, v in dem.ind.items()})
+                    row.update(_landcover_part(i, k, works[k], lut, grid, cov_s, cov_near, cov_ring, dem,
+                                               flood_assets, p))
+                    rows.append(row)
+                rows_of[vintage] = rows
+            del canon_stack, works, dem
+    rows = [r for vintage in landcover for r in rows_of[vintage]]
     df = _typed(pd.DataFrame(rows, columns=["site_id", "vintage", "year", *NAMES]))
     log.info("site indicators done in %.1f s", time.perf_counter() - t0)
     return df

@@ -198,3 +198,133 @@ def downstream_path(d8, start, nodata, dx, dy):
         n += 1
         cur = nxt
     return idxs[:n].copy(), cum[:n].copy()
+
+
+@njit(cache=True, nogil=True)
+def lowest_seeds(d8, seeds, seed_r0, seed_c0, seed_mask, nodata):
+    """For each seed, whether the D8 path below it (the seed itself excluded) meets
+    no other seed: the "lowest" seeds, whose upstream areas are disjoint and
+    together hold every seed and the whole CB of the seed set (on an acyclic D8).
+
+    seeds      : 1-D int64 flat indices, unique.
+    seed_r0, seed_c0, seed_mask : the seeds as a bool mask of a window whose
+                 top-left cell is (seed_r0, seed_c0).
+    The path ends as in ``downstream_path`` (outlet, nodata, off the grid, into
+    nodata); a seed inside the seed set ends its walk after one step.
+    """
+    nrows, ncols = d8.shape
+    flat = d8.ravel()
+    mr, mc = seed_mask.shape
+    out = np.zeros(seeds.shape[0], dtype=np.bool_)
+    limit = flat.shape[0]
+    for k in range(seeds.shape[0]):
+        cur = seeds[k]
+        lowest = True
+        for _ in range(limit):
+            code = np.int64(flat[cur])
+            if code == nodata:
+                break
+            dr, dc = _d8_offset(code)
+            if dr == 0 and dc == 0:
+                break
+            r = cur // ncols
+            c = cur - r * ncols
+            rr = r + dr
+            cc = c + dc
+            if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
+                break
+            nxt = rr * ncols + cc
+            if np.int64(flat[nxt]) == nodata:
+                break
+            lr = rr - seed_r0
+            lc = cc - seed_c0
+            if 0 <= lr < mr and 0 <= lc < mc and seed_mask[lr, lc]:
+                lowest = False
+                break
+            cur = nxt
+        out[k] = lowest
+    return out
+
+
+@njit(cache=True, nogil=True)
+def upstream_totals(d8, keys, order, nodata, values, binlut, nbins):
+    """Size and class histograms of the upstream area (the cell itself included) of
+    every key cell, each walked once, reusing the keys already done.
+
+    d8     : 2-D uint8 D8 codes (acyclic).
+    keys   : 1-D int64 sorted unique flat indices.
+    order  : the order to do the keys in (a permutation of 0..len(keys)-1); any
+             order gives the same result, upstream keys first (ascending
+             accumulation) is the fast one: a walk stops at a key already done and
+             adds its totals, so nested areas are walked once, not once per key.
+    values : 3-D uint8 (n_layers, rows, cols) class rasters; binlut maps a value to
+             its bin 0..nbins-1.
+
+    Returns (n, hist): n[j] cells upstream of keys[j] (itself included) and
+    hist[j, layer, bin]. n[j] = -1 flags a D8 loop (the walk came back round).
+    The done keys are marked in a bitmap of one bit per cell; the walk needs no
+    other grid-sized buffer (each cell has one downstream neighbour, so it is
+    reached once).
+    """
+    nrows, ncols = d8.shape
+    flat = d8.ravel()
+    size = flat.shape[0]
+    nv = values.shape[0]
+    nk = keys.shape[0]
+    key_n = np.zeros(nk, dtype=np.int64)
+    key_hist = np.zeros((nk, nv, nbins), dtype=np.int64)
+    done = np.zeros((size + 7) // 8, dtype=np.uint8)
+    stack = np.empty(1024, dtype=np.int64)
+    for o in range(nk):
+        j = order[o]
+        start = keys[j]
+        sr = start // ncols
+        sc = start - sr * ncols
+        n = 1
+        for v in range(nv):
+            key_hist[j, v, binlut[values[v, sr, sc]]] += 1
+        stack[0] = start
+        top = 1
+        while top > 0 and n <= size:
+            top -= 1
+            cur = stack[top]
+            r = cur // ncols
+            c = cur - r * ncols
+            for k in range(8):
+                rr = r + _NB_DR[k]
+                cc = c + _NB_DC[k]
+                if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
+                    continue
+                nb = rr * ncols + cc
+                code = np.int64(flat[nb])
+                if code == nodata or code != _NB_CODE_INTO[k]:
+                    continue
+                if (done[nb >> 3] >> (nb & 7)) & 1:
+                    i = np.searchsorted(keys, nb)
+                    n += key_n[i]
+                    for v in range(nv):
+                        for b in range(nbins):
+                            key_hist[j, v, b] += key_hist[i, v, b]
+                    continue
+                n += 1
+                for v in range(nv):
+                    key_hist[j, v, binlut[values[v, rr, cc]]] += 1
+                if top == stack.shape[0]:
+                    bigger = np.empty(2 * stack.shape[0], dtype=np.int64)
+                    bigger[:top] = stack[:top]
+                    stack = bigger
+                stack[top] = nb
+                top += 1
+        key_n[j] = n if n <= size else -1
+        done[start >> 3] |= np.uint8(1 << (start & 7))
+    return key_n, key_hist
+
+
+@njit(cache=True, nogil=True)
+def histogram_u8(values):
+    """Counts of each value 0..255 of a uint8 array (any shape), without a widened copy."""
+    flat = values.ravel()
+    counts = np.zeros(256, dtype=np.int64)
+    for i in range(flat.shape[0]):
+        counts[flat[i]] += 1
+    return counts
