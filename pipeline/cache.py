@@ -24,6 +24,17 @@ Steps cached (keys in :class:`StepCache`):
 
 Everything after the site indicators (scoring, credit rasters, GeoPackage, report)
 is cheap relative to the rasters, or depends on every vintage, and is always recomputed.
+
+Below the ``landscape`` step, a :class:`BlockMemo` (``outputs/.cache/<basin>/blocks/``)
+serves the chunk-local block functions of :mod:`pipeline.ops.landcover` (disk shares,
+distance to streams, the two patch-labelling passes): its key is the sha256 of the
+function's name and parameters, :func:`code_version` and the bytes, shape and dtype of
+the (halo-padded) input block, so a new vintage that differs from an earlier one in
+a few chunks recomputes only the blocks whose padded input changed. Connectivity is
+not memoised: it is basin-wide (on the Yongding demo all patches form one component
+within reach of each other), so a changed patch changes every patch's dPC.
+Hydrology entries hold the rasters already converted to COG (as published), so a run
+that restores them has nothing to convert.
 """
 
 from __future__ import annotations
@@ -168,6 +179,7 @@ class StepCache:
         self.stats = CacheStats()
         self.hashes = HashMemo(None)   # aligned rasters live in a temporary folder: no memo file
         self._keys: dict[str, str] = {}
+        self._blocks: BlockMemo | None = None
         self._clean_debris()
 
     # -- generic entries ---------------------------------------------------------
@@ -281,6 +293,13 @@ class StepCache:
         mine: list[str] = []
         hyd = compute(ing, aligned, layout, params, chunk, mine)
         notes.extend(mine)
+        # the published hydrology rasters are COGs (pipeline.deliver converts them); converting
+        # before storing means a run that restores this entry has nothing left to convert
+        from pipeline.report.cog import convert_to_cog
+
+        for p in sorted({Path(p) for p in hyd.paths.values()}):
+            if p.suffix.lower() in (".tif", ".tiff"):
+                convert_to_cog(p)
         rel = {k: _inside(p, layout.hydrology) for k, p in hyd.paths.items()}
         self.put("hydrology", key, {name: layout.hydrology / name for name in set(rel.values())},
                  {"paths": rel, "notes": mine})
@@ -297,7 +316,7 @@ class StepCache:
             self.restore("landscape", key, dest)
             paths = {k: dest / name for k, name in meta["paths"].items()}
             return paths["canonical"], paths
-        canon, paths = compute(ing, v, aligned, hyd, layout, params, chunk)
+        canon, paths = compute(ing, v, aligned, hyd, layout, params, chunk, memo=self.block_memo())
         rel = {k: _inside(p, dest) for k, p in paths.items()}
         self.put("landscape", key, {name: dest / name for name in set(rel.values())}, {"paths": rel})
         return canon, paths
@@ -328,8 +347,18 @@ class StepCache:
             parts.append(df)
         return pd.concat(parts, ignore_index=True)
 
+    def block_memo(self) -> "BlockMemo":
+        """The memo of per-chunk block results beside the step entries (one per cache)."""
+        if self._blocks is None:
+            self._blocks = BlockMemo(self.root / "blocks")
+        return self._blocks
+
     def close(self) -> None:
-        """Nothing to flush today; kept so callers need not change if entries gain an index."""
+        """Trim the block memo to its size budget (least recently used blocks go first)."""
+        if self._blocks is not None:
+            log.info("block memo: %d chunk result(s) reused, %d computed", self._blocks.hits,
+                     self._blocks.misses)
+            self._blocks.prune()
 
 
 def _inside(p: Path, folder: Path) -> str:
@@ -346,3 +375,128 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+# ---------------------------------------------------------------------------------
+# per-chunk memo of block functions
+
+
+class BlockMemo:
+    """Results of pure block functions (numpy in, numpy out), stored by the content of their input.
+
+    ``memo(name, fn, blocks, params)`` returns ``fn(*blocks)``: read from
+    ``<root>/<k[:2]>/<k>.npy`` (or ``.npz`` for a dict result) when an earlier run
+    stored it, else computed and stored (temporary file + rename, so a killed run
+    never leaves a half-written block under its key). ``k`` is the sha256 of `name`,
+    the canonical JSON of `params`, :func:`code_version` and, for every input block,
+    its dtype, shape and bytes. A result is a numpy array, or a dict of numpy arrays
+    and Python ints/floats (restored as such). Safe to call from several threads.
+    A hit touches the file, so :meth:`prune` drops the least recently used blocks.
+    """
+
+    def __init__(self, root: Path, max_bytes: float = 4e9):
+        self.root = Path(root)
+        self.max_bytes = float(max_bytes)
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, name: str, blocks, params) -> str:
+        h = hashlib.sha256(f"{name}\0{digest(params)}\0{code_version(steps_only=True)}".encode())
+        for b in blocks:
+            a = np.ascontiguousarray(b)
+            h.update(f"\0{a.dtype.str}{a.shape}\0".encode())
+            h.update(a.view(np.uint8).reshape(-1) if a.size else b"")
+        return h.hexdigest()
+
+    def __call__(self, name: str, fn: Callable, blocks, params=()):
+        blocks = tuple(np.asarray(b) for b in blocks)
+        k = self.key(name, blocks, params)
+        folder = self.root / k[:2]
+        for suffix in (".npy", ".npz"):
+            p = folder / f"{k}{suffix}"
+            try:
+                got = _load_block(p)
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError, KeyError):   # damaged entry: recompute and replace it
+                log.warning("block memo entry %s is unreadable; recomputing it", p.name)
+                break
+            try:
+                os.utime(p)
+            except OSError:
+                pass
+            self.hits += 1
+            return got
+        out = fn(*blocks)
+        self.misses += 1
+        try:
+            _save_block(folder, k, out)
+        except OSError as exc:   # the memo is an optimisation: a full disk must not fail the run
+            log.warning("cannot store block %s in the memo (%s)", k[:12], exc)
+        return out
+
+    def prune(self) -> int:
+        """Delete least recently used blocks until the memo holds at most ``max_bytes``; return the count."""
+        if not self.root.is_dir():
+            return 0
+        files = []
+        for p in self.root.glob("*/*.np[yz]"):
+            try:
+                st = p.stat()
+            except FileNotFoundError:
+                continue
+            files.append((st.st_mtime_ns, st.st_size, p))
+        total = sum(f[1] for f in files)
+        n = 0
+        for _, size, p in sorted(files, key=lambda f: (f[0], f[2].name)):
+            if total <= self.max_bytes:
+                break
+            p.unlink(missing_ok=True)
+            total -= size
+            n += 1
+        if n:
+            log.info("block memo: removed %d least recently used block(s)", n)
+        return n
+
+
+def _save_block(folder: Path, k: str, out) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    import threading
+
+    tag = f"{os.getpid()}-{threading.get_ident()}"
+    if isinstance(out, np.ndarray):
+        final = folder / f"{k}.npy"
+        tmp = folder / f".{k}.{tag}.tmp.npy"
+        np.save(tmp, out, allow_pickle=False)
+    elif isinstance(out, dict):
+        final = folder / f"{k}.npz"
+        tmp = folder / f".{k}.{tag}.tmp.npz"
+        arrays = {}
+        for name, v in out.items():
+            if isinstance(v, np.ndarray):
+                arrays[f"a_{name}"] = v
+            elif isinstance(v, (bool, int, float, np.integer, np.floating)):
+                arrays[f"s_{name}"] = np.asarray(v)
+            else:
+                raise TypeError(f"block result field {name!r} is a {type(v).__name__}; "
+                                "only numpy arrays and numbers can be memoised")
+        np.savez(tmp, allow_pickle=False, **arrays)
+    else:
+        raise TypeError(f"block result is a {type(out).__name__}; only numpy arrays and dicts "
+                        "of them can be memoised")
+    try:
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_block(p: Path):
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False)
+    with np.load(p, allow_pickle=False) as z:
+        out = {}
+        for name in z.files:
+            kind, field_name = name.split("_", 1)
+            v = z[name]
+            out[field_name] = v if kind == "a" else v.item()
+        return out

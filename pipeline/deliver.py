@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import geopandas as gpd
@@ -59,7 +60,22 @@ def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, c
         inputs=input_list(ing),
     )
     write_geopackage(run, layout.geopackage)
-    write_report(run, layout.report)
+    write_report(run, layout.report, reuse_figures_from=previous_figures(layout))
+
+
+def previous_figures(layout: OutputLayout) -> Path | None:
+    """The figures folder of the outputs this run will replace (read only), or None.
+
+    A run is staged in ``<parent>/.<name>.staging-<pid>`` (pipeline.io.outputs.Publisher)
+    and published as ``<parent>/<name>``; the published folder still holds the previous
+    report while this one is written. Its PNGs carry their figure keys, so only
+    figures whose inputs are unchanged are taken from it.
+    """
+    m = re.fullmatch(r"\.(.+)\.staging-\d+", layout.root.name)
+    if m is None:
+        return None
+    folder = layout.root.parent / m.group(1) / layout.report.relative_to(layout.root) / "figures"
+    return folder if folder.is_dir() else None
 
 
 def basin_polygon(ing: Ingested, hyd) -> gpd.GeoDataFrame:

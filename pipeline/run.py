@@ -189,7 +189,9 @@ def current_client():
 
 
 def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: OutputLayout,
-                  params: dict, chunk: int) -> tuple[Path, dict]:
+                  params: dict, chunk: int, memo=None) -> tuple[Path, dict]:
+    """Land-cover indicator rasters of vintage `v`; `memo` (a pipeline.cache.BlockMemo, given
+    only when the run uses the cache) reuses the chunk results of earlier vintages."""
     from pipeline.indicators.landscape import compute_landscape_indicators
     from pipeline.io.classes import load_scheme, reclassify
 
@@ -200,7 +202,8 @@ def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: Outpu
     d8 = open_da(hyd.paths["d8"], chunk)
     acc = open_da(hyd.paths["accumulation"], chunk)
     streams = open_da(hyd.paths["streams"], chunk) == 1
-    out = compute_landscape_indicators(canonical, d8, acc, streams, params, layout.indicators(v.name))
+    out = compute_landscape_indicators(canonical, d8, acc, streams, params, layout.indicators(v.name),
+                                       memo=memo)
     return Path(out["canonical"]), dict(out)
 
 

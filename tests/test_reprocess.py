@@ -170,6 +170,13 @@ def test_unchanged_work_comes_from_the_cache(updated, assessed):
     # hydrology once, baseline and y2023 indicators and their site rows reused; y2024 computed
     assert sorted(hits) == ["hydrology", "landscape", "landscape", "sites", "sites"]
     assert sorted(misses) == ["landscape", "sites"]
+    # y2024 differs from y2023 in one chunk (rows 10-20 of 64-row chunks): the chunk results
+    # of the other chunks come from the block memo, the changed ones are computed
+    blocks = re.search(r"block memo: (\d+) chunk result\(s\) reused, (\d+) computed", log)
+    assert blocks and int(blocks.group(1)) > 0 and int(blocks.group(2)) > 0, log[-3000:]
+    # the maps of unchanged rasters (baseline, upstream area) come from the previous report
+    figs = re.search(r"figures: (\d+) drawn \(\d+ process\(es\)\), (\d+) unchanged", log)
+    assert figs and int(figs.group(1)) > 0 and int(figs.group(2)) > 0, log[-3000:]
     # reused indicator rasters are identical to the ones published before
     for v in ("baseline", "y2023"):
         old = _files(_out(assessed) / "indicators" / v)

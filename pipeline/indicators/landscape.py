@@ -24,7 +24,7 @@ Plus ``patches.csv`` (patch_id, area_ha, component, dpc and its parts) and
 ``connectivity.json`` (PC, ECA, basin area, counts).
 
 Parameters (``params``; defaults in :data:`DEFAULTS`):
-``dispersal_distance_m`` 1000, ``connectivity_p_min`` 1e-6, ``connectivity_max_work`` 2e8
+``dispersal_distance_m`` 1000, ``connectivity_p_min`` 1e-6, ``connectivity_max_work`` 2.5e9
 (see pipeline.indicators.connectivity), ``riparian_buffer_m`` 100,
 ``landscape_buffer_m`` 1000, ``stream_distance_max_m`` (cap of dist_to_stream_m and the
 halo of its tiles; default max(riparian_buffer_m, landscape_buffer_m)).
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 DEFAULTS: dict[str, float] = {
     "dispersal_distance_m": 1000.0,
     "connectivity_p_min": 1e-6,
-    "connectivity_max_work": 2e8,
+    "connectivity_max_work": 2.5e9,
     "riparian_buffer_m": 100.0,
     "landscape_buffer_m": 1000.0,
 }
@@ -97,8 +97,12 @@ def resolve_params(params: dict | None) -> dict[str, float]:
 # --------------------------------------------------------------------------- the indicators (lazy)
 def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumulation: xr.DataArray | None,
                       streams: xr.DataArray | None, params: dict | None = None,
-                      table: CanonicalTable | None = None) -> tuple[dict[str, xr.DataArray], object]:
-    """The indicator DataArrays (dask-lazy except the patch graph) and the connectivity result."""
+                      table: CanonicalTable | None = None, memo=None) -> tuple[dict[str, xr.DataArray], object]:
+    """The indicator DataArrays (dask-lazy except the patch graph) and the connectivity result.
+
+    ``memo`` (pipeline.cache.BlockMemo, or None) serves the chunk-local block functions
+    (patch labelling passes, distance to streams, disk shares) from earlier runs.
+    """
     p = resolve_params(params)
     table = table or load_canonical()
     cy, cx = ops.cell_size(canonical)
@@ -112,7 +116,7 @@ def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumula
                            ("upstream_pollutant_share", "pollutant")):
             out[name] = ops.upstream_share(d8, attribute_raster(canonical, attr, table), name, accumulation)
     # patches and connectivity
-    patches = ops.label_patches(natural)
+    patches = ops.label_patches(natural, memo=memo)
     landscape_ha = float(valid.sum().compute()) * cy * cx / 1e4
     conn = compute_connectivity(patches.labels, patches.cells, cy, cx, landscape_ha,
                                 p["dispersal_distance_m"], p["connectivity_p_min"],
@@ -126,23 +130,28 @@ def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumula
     if streams is not None:
         st = streams.fillna(0).astype(np.uint8) if streams.dtype.kind == "f" else streams.astype(np.uint8)
         out["dist_to_stream_m"] = ops.distance_to(st, p["stream_distance_max_m"], valid=valid,
-                                                  name="dist_to_stream_m")
-        rip = ops.disk_share(natural, p["riparian_buffer_m"], "riparian_natural_share")
+                                                  name="dist_to_stream_m", memo=memo)
+        rip = ops.disk_share(natural, p["riparian_buffer_m"], "riparian_natural_share", memo=memo)
         out["riparian_natural_share"] = rip.where(st.astype(bool))
         out["riparian_natural_share"].attrs = rip.attrs
     # local shares
     for name, attr in (("local_natural_share", "natural"), ("local_intensive_share", "intensive"),
                        ("local_undisturbed_share", "undisturbed")):
-        out[name] = ops.disk_share(attribute_raster(canonical, attr, table), p["landscape_buffer_m"], name)
+        out[name] = ops.disk_share(attribute_raster(canonical, attr, table), p["landscape_buffer_m"], name,
+                                   memo=memo)
     return out, conn
 
 
 def compute_landscape_indicators(landcover_canonical: xr.DataArray, d8: xr.DataArray, accumulation: xr.DataArray,
-                                 streams: xr.DataArray, params: dict, out_dir: Path) -> LandscapeOutputs:
-    """Write every indicator of :data:`NAMES` as ``out_dir/<name>.tif`` (COG); see the module doc."""
+                                 streams: xr.DataArray, params: dict, out_dir: Path,
+                                 memo=None) -> LandscapeOutputs:
+    """Write every indicator of :data:`NAMES` as ``out_dir/<name>.tif`` (COG); see the module doc.
+
+    ``memo``: see :func:`landscape_rasters` (the files are the same with or without it).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rasters, conn = landscape_rasters(landcover_canonical, d8, accumulation, streams, params)
+    rasters, conn = landscape_rasters(landcover_canonical, d8, accumulation, streams, params, memo=memo)
     paths: dict[str, Path] = {}
     for name in NAMES:
         if name not in rasters:
@@ -176,7 +185,8 @@ def _atomic_text(path: Path, text: str) -> None:
 def write_cog_tiled(da: xr.DataArray, path: Path, nodata, grid: xr.DataArray | None = None) -> Path:
     """Write a (dask) DataArray as a COG (DEFLATE, overviews, nodata, CRS) atomically.
 
-    Rows of chunks are computed one band at a time into a tiled temporary GeoTIFF,
+    Rows of chunks are computed one band at a time into a tiled temporary GeoTIFF
+    (uncompressed below 256 MB: it is read once),
     which GDAL's COG driver then copies (overviews: nearest for integer rasters,
     average for float); the result replaces ``path`` with ``os.replace``.
     """
@@ -190,13 +200,15 @@ def write_cog_tiled(da: xr.DataArray, path: Path, nodata, grid: xr.DataArray | N
     tmp_gt = path.with_name(f".{path.stem}.{os.getpid()}.part.tif")
     tmp_cog = path.with_name(f".{path.stem}.{os.getpid()}.cog.tif")
     is_int = dtype.kind in "iub"
+    # the temporary file is read once by the COG copy: uncompressed unless it would be large
+    tmp_comp = dict(compress="DEFLATE", zlevel=1) if ny * nx * dtype.itemsize > 256 * 2**20 else {}
     # largest block size that still leaves room for at least one overview level
     block = next((b for b in (512, 256, 128, 64) if min(ny, nx) >= 2 * b), 64)
     try:
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             with rasterio.open(tmp_gt, "w", driver="GTiff", width=nx, height=ny, count=1, dtype=dtype,
                                crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=256,
-                               blockysize=256, compress="DEFLATE", zlevel=1, BIGTIFF="IF_SAFER") as dst:
+                               blockysize=256, BIGTIFF="IF_SAFER", **tmp_comp) as dst:
                 if hasattr(data, "blocks"):
                     row = 0
                     for i in range(data.numblocks[0]):

@@ -3,6 +3,11 @@ shares, distance to features, upstream shares.
 
 Every op keeps the input's coords, dims, attrs and rioxarray CRS, and gives the
 same values for any chunking as on one array (tests/test_landcover*.py).
+
+The chunk-local ops take an optional ``memo``: a callable ``memo(name, fn, blocks,
+params)`` returning ``fn(*blocks)`` (pipeline.cache.BlockMemo serves it from earlier
+runs by the content of the padded input blocks). Every block function is pure, so
+a memoised run gives the same bytes as an unmemoised one.
 """
 
 from __future__ import annotations
@@ -76,6 +81,17 @@ def _like(template: xr.DataArray, data, name: str, nodata) -> xr.DataArray:
     return out
 
 
+def _memoised(memo, name: str, fn, params: dict):
+    """``fn`` itself without a memo, else a function of the same blocks served by ``memo``."""
+    if memo is None:
+        return fn
+
+    def call(*blocks):
+        return memo(name, fn, blocks, params)
+
+    return call
+
+
 def _overlap(data: dsa.Array, depth_y: int, depth_x: int) -> tuple[dsa.Array, tuple]:
     """Float64 array with a NaN halo of (depth_y, depth_x); chunks never smaller than the depth."""
     data = data.astype(np.float64)  # cast before padding: NaN halo needs a float dtype
@@ -94,7 +110,7 @@ def _overlap(data: dsa.Array, depth_y: int, depth_x: int) -> tuple[dsa.Array, tu
 
 # --------------------------------------------------------------------------- disk shares
 def disk_share(values: xr.DataArray, radius_m: float, name: str = "share",
-               mask_center: bool = True) -> xr.DataArray:
+               mask_center: bool = True, memo=None) -> xr.DataArray:
     """Mean of ``values`` (e.g. a 0/1 class indicator, NaN = nodata) over a disk of
     ``radius_m`` around each cell; NaN cells excluded from numerator and denominator.
 
@@ -105,9 +121,14 @@ def disk_share(values: xr.DataArray, radius_m: float, name: str = "share",
     hw = kfocal.disk_half_widths(radius_m, cy, cx)
     dy, dx = (hw.shape[0] - 1) // 2, int(hw.max())
     padded, chunks = _overlap(_as_dask(values.data), dy, dx)
-    out = padded.map_blocks(kfocal.disk_share, hw, dy, dx, mask_center, chunks=chunks,
-                            dtype=np.float64, meta=np.empty((0, 0), np.float64))
-    return _like(values, out.astype(np.float32), name, np.nan)
+
+    def block(p):
+        return kfocal.disk_share(p, hw, dy, dx, mask_center).astype(np.float32)
+
+    fn = _memoised(memo, "focal.disk_share/f32", block,
+                   {"half_widths": hw.tolist(), "dy": dy, "dx": dx, "mask_center": bool(mask_center)})
+    out = padded.map_blocks(fn, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+    return _like(values, out, name, np.nan)
 
 
 # --------------------------------------------------------------------------- distance
@@ -121,7 +142,7 @@ def _edt_block(padded, dy, dx, cy, cx, cap, valid):
 
 
 def distance_to(features: xr.DataArray, max_distance_m: float, valid: xr.DataArray | None = None,
-                name: str = "distance_m") -> xr.DataArray:
+                name: str = "distance_m", memo=None) -> xr.DataArray:
     """Exact Euclidean distance (m) to the nearest nonzero cell of ``features``, capped.
 
     Tiled with a halo of ceil(max_distance_m / cell) cells: every feature within
@@ -134,13 +155,17 @@ def distance_to(features: xr.DataArray, max_distance_m: float, valid: xr.DataArr
     dy = int(np.ceil(max_distance_m / cy - 1e-9))
     dx = int(np.ceil(max_distance_m / cx - 1e-9))
     padded, chunks = _overlap(_as_dask(features.data), dy, dx)
+    params = {"dy": dy, "dx": dx, "cy": cy, "cx": cx, "cap": float(max_distance_m)}
     if valid is not None:
         v = _as_dask(valid.data).astype(bool).rechunk(chunks)
-        out = dsa.map_blocks(lambda p, m: _edt_block(p, dy, dx, cy, cx, max_distance_m, m), padded, v,
-                             chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
+        fn = _memoised(memo, "distance.edt_block/valid",
+                       lambda p, m: _edt_block(p, dy, dx, cy, cx, max_distance_m, m), params)
+        out = dsa.map_blocks(fn, padded, v, chunks=chunks, dtype=np.float32,
+                             meta=np.empty((0, 0), np.float32))
     else:
-        out = padded.map_blocks(_edt_block, dy, dx, cy, cx, max_distance_m, None, chunks=chunks,
-                                dtype=np.float32, meta=np.empty((0, 0), np.float32))
+        fn = _memoised(memo, "distance.edt_block",
+                       lambda p: _edt_block(p, dy, dx, cy, cx, max_distance_m, None), params)
+        out = padded.map_blocks(fn, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
     res = _like(features, out, name, np.nan)
     res.attrs["distance_cap_m"] = float(max_distance_m)
     return res
@@ -176,7 +201,7 @@ def _relabel_block(block, lut):
     return kpatch.apply_lut(lab, lut, np.empty(lab.shape, np.int32))
 
 
-def label_patches(mask: xr.DataArray) -> Patches:
+def label_patches(mask: xr.DataArray, memo=None) -> Patches:
     """8-connected components of ``mask`` (nonzero, non-NaN = in a patch), across chunks.
 
     1. each chunk labelled by :func:`pipeline.kernels.patches.label_block` (chunk
@@ -194,7 +219,13 @@ def label_patches(mask: xr.DataArray) -> Patches:
     xoff = np.concatenate([[0], np.cumsum(data.chunks[1])])
     blocks = data.to_delayed()
     nby, nbx = blocks.shape
-    tasks = [dask.delayed(_block_summary)(blocks[i, j], int(yoff[i]), int(xoff[j]), ncols)
+
+    def summary(block, row0, col0):
+        fn = _memoised(memo, "patches.block_summary", lambda b: _block_summary(b, row0, col0, ncols),
+                       {"row0": row0, "col0": col0, "ncols": int(ncols)})
+        return fn(block)
+
+    tasks = [dask.delayed(summary)(blocks[i, j], int(yoff[i]), int(xoff[j]))
              for i in range(nby) for j in range(nbx)]
     summ = dask.compute(*tasks)
     S = [[summ[i * nbx + j] for j in range(nbx)] for i in range(nby)]
@@ -253,9 +284,11 @@ def label_patches(mask: xr.DataArray) -> Patches:
     for lut in luts.values():
         lut[0] = 0
 
+    relabel_fn = _memoised(memo, "patches.relabel_block", _relabel_block, {})
+
     def relabel(block, block_info=None):
         loc = tuple(block_info[0]["chunk-location"])
-        return _relabel_block(block, luts[loc])
+        return relabel_fn(block, luts[loc])
 
     labels = data.map_blocks(relabel, dtype=np.int32, meta=np.empty((0, 0), np.int32))
     log.debug("labelled %d patches from %d chunk pieces over %d x %d chunks", n_final, total, nby, nbx)

@@ -15,11 +15,13 @@ from pipeline.report.model import RunOutputs, atomic_path, validate_run, write_t
 log = logging.getLogger(__name__)
 
 
-def write_report(run: RunOutputs, report_dir) -> tuple[Path, Path]:
+def write_report(run: RunOutputs, report_dir, reuse_figures_from: Path | None = None) -> tuple[Path, Path]:
     """Write `report_dir/index.html`, `report_dir/figures/*.png` and `report_dir/report.pdf`.
 
     Figures are drawn into a temporary folder beside report_dir and moved into
     place before the HTML and PDF that reference them are (atomically) written.
+    `reuse_figures_from` (an earlier report's figures folder, read only) supplies the
+    figures whose inputs did not change (see figures.make_figures).
     """
     validate_run(run)
     report_dir = Path(report_dir)
@@ -28,7 +30,7 @@ def write_report(run: RunOutputs, report_dir) -> tuple[Path, Path]:
     staging = Path(tempfile.mkdtemp(prefix=".figures.", dir=report_dir))
     try:
         staging.chmod(0o755)  # mkdtemp makes it private; the report folder is shared with analysts
-        figs = figures.make_figures(run, staging)
+        figs = figures.make_figures(run, staging, reuse_from=reuse_figures_from)
         if fig_dir.exists():
             shutil.rmtree(fig_dir)
         os.replace(staging, fig_dir)

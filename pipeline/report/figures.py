@@ -3,11 +3,22 @@
 Every function draws one figure from the run and returns a `Figure`; `make_figures`
 saves them as PNG under report/figures/ and returns their paths and captions.
 Labels are Chinese when a CJK font is found (see fonts.py), English otherwise.
+
+Figure reuse: each PNG carries, in a PNG text chunk, the sha256 of what it was drawn
+from (:func:`figure_key`: the figure's own data - e.g. the raster's bytes and the
+vectors drawn over it -, its title, the report code, matplotlib and the font).
+`make_figures(..., reuse_from=folder)` links a PNG of an earlier report whose key
+equals the new one instead of drawing it again, so a reprocess re-renders only the
+figures whose data changed. The PNG is the same either way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -309,33 +320,191 @@ def _raster_specs(run: RunOutputs) -> list[tuple[str, str, str, str, bool]]:
     return out
 
 
-def make_figures(run: RunOutputs, fig_dir: Path) -> dict[str, FigureFile]:
-    fig_dir = Path(fig_dir)
-    fig_dir.mkdir(parents=True, exist_ok=True)
-    plan: list[tuple[str, object, str]] = [
-        ("basin_map", lambda: basin_map(run), T("流域、河网、监测点位与工程场地", "basin, streams and sites")),
-        ("credit_map", lambda: credit_map(run), T("各场地净生态信用", "net credit per site")),
+# --------------------------------------------------------------------------- figure keys
+KEY_CHUNK = "pipeline-figure-key"   # PNG text chunk holding the figure key
+_REPORT_CODE = ("figures.py", "fonts.py", "model.py", "styles.py")
+
+
+def _code_digest() -> str:
+    """Hash of the code that draws figures (report modules, history chart, class codes), the
+    matplotlib version and the CJK font file."""
+    from pipeline.report.fonts import cjk_font
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256(f"matplotlib {matplotlib.__version__}".encode())
+    for p in [here / n for n in _REPORT_CODE] + [here.parent / "history.py",
+                                                  here.parent / "indicators" / "catalog.py"]:
+        h.update(p.name.encode())
+        h.update(p.read_bytes())
+    found = cjk_font()
+    if found is not None:
+        st = Path(found[1]).stat()
+        h.update(f"{found[0]}|{found[1]}|{st.st_size}".encode())
+    return h.hexdigest()
+
+
+def _frame_digest(df) -> str | None:
+    from pipeline.cache import frame_digest
+
+    return frame_digest(df)
+
+
+def _file_digest(path: Path) -> str:
+    from pipeline.runlog import sha256
+
+    return sha256(Path(path))
+
+
+def _vector_digest(run: RunOutputs) -> dict:
+    """What every map draws besides its own data: basin boundary, streams and site outlines."""
+    return {"boundary": _frame_digest(run.boundary), "streams": _frame_digest(run.streams),
+            "sites": _frame_digest(run.sites[[run.sites.geometry.name]])}
+
+
+def _run_digest(run: RunOutputs) -> dict:
+    """Everything of the run that a chart or a site map may draw (used for every figure that is
+    not a raster map: these are cheap, and any change of the run redraws them)."""
+    return {"vectors": _vector_digest(run), "sites": _frame_digest(run.sites),
+            "site_scores": _frame_digest(run.site_scores), "credits": _frame_digest(run.credits),
+            "ledger": _frame_digest(run.ledger), "project_totals": _frame_digest(run.project_totals),
+            "history": _frame_digest(run.history),
+            "layers": {k: _frame_digest(g) for k, g in sorted(run.layers.items())},
+            "basin": [run.basin_name, run.basin_title], "baseline": list(run.baseline),
+            "assessment": list(run.assessment), "vintages": [list(v) for v in run.vintages],
+            "date": run.assessment_date.isoformat()}
+
+
+def figure_key(name: str, inputs: dict, code: str) -> str:
+    """sha256 of a figure's name, the canonical JSON of its inputs and the drawing code digest."""
+    text = json.dumps({"figure": name, "inputs": inputs, "code": code}, sort_keys=True, default=str,
+                      ensure_ascii=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def png_key(path: Path) -> str | None:
+    """The figure key stored in a PNG written by :func:`make_figures`, or None."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return im.text.get(KEY_CHUNK)   # text chunks precede the image data: no decoding
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _plan(run: RunOutputs) -> list[tuple[str, object, str, object]]:
+    """(key, draw, caption, inputs) of every figure of the report; `inputs()` gives what the
+    figure is drawn from, as a JSON-able document of digests (see figure_key)."""
+    every = (lambda: _run_digest(run))
+    plan: list[tuple[str, object, str, object]] = [
+        ("basin_map", lambda: basin_map(run), T("流域、河网、监测点位与工程场地", "basin, streams and sites"), every),
+        ("credit_map", lambda: credit_map(run), T("各场地净生态信用", "net credit per site"), every),
     ]
     for key, rkey, title, unit, log_scale in _raster_specs(run):
-        plan.append((key, (lambda rk=rkey, t=title, u=unit, lg=log_scale: raster_map(run, rk, t, u, lg)), title))
+        def inputs(rk=rkey, t=title, u=unit, lg=log_scale):
+            return {"raster": _file_digest(run.rasters[rk]), "raster_key": rk, "title": t, "unit": u,
+                    "log": bool(lg), "vectors": _vector_digest(run), "cjk": has_cjk()}
+
+        plan.append((key, (lambda rk=rkey, t=title, u=unit, lg=log_scale: raster_map(run, rk, t, u, lg)), title,
+                     inputs))
     plan += [
-        ("scores_chart", lambda: scores_chart(run), T("基期与评估期一级指标得分", "scores before and after")),
-        ("ratings_chart", lambda: ratings_chart(run), T("九项二级指标评级", "ratings of the nine cells")),
-        ("credits_chart", lambda: credits_chart(run), T("按服务与阶段的生态信用", "credits by function and stage")),
-        ("ledger_chart", lambda: ledger_chart(run), T("流域信用台账", "basin ledger")),
+        ("scores_chart", lambda: scores_chart(run), T("基期与评估期一级指标得分", "scores before and after"), every),
+        ("ratings_chart", lambda: ratings_chart(run), T("九项二级指标评级", "ratings of the nine cells"), every),
+        ("credits_chart", lambda: credits_chart(run), T("按服务与阶段的生态信用", "credits by function and stage"),
+         every),
+        ("ledger_chart", lambda: ledger_chart(run), T("流域信用台账", "basin ledger"), every),
     ]
     if run.history is not None and len(run.history) and run.history["vintage"].nunique() > 1:
         from pipeline.history import history_figure
 
         plan.append(("history_chart", lambda: history_figure(run.history),
-                     T("流域净信用随时间变化", "net credit over time")))
-    out: dict[str, FigureFile] = {}
+                     T("流域净信用随时间变化", "net credit over time"), every))
+    return plan
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def _draw_to(run: RunOutputs, draw, path: Path, fkey: str) -> None:
     with matplotlib.rc_context(rc_params()):
-        for key, draw, caption in plan:
-            fig = draw()
+        fig = draw()
+        write_with(path, lambda tmp: fig.savefig(
+            tmp, format="png", bbox_inches="tight", metadata={"Software": None, KEY_CHUNK: fkey}))
+
+
+_WORKER_RUN: list = []   # the run, in a forked figure worker (set by _init_worker)
+
+
+def _init_worker(run: RunOutputs) -> None:
+    _WORKER_RUN[:] = [run]
+
+
+def _draw_in_worker(key: str, path: str, fkey: str) -> str:
+    run = _WORKER_RUN[0]
+    draw = next(d for k, d, _, _ in _plan(run) if k == key)
+    _draw_to(run, draw, Path(path), fkey)
+    return key
+
+
+def default_workers(n_figures: int) -> int:
+    """Processes for drawing `n_figures`: 1 for a few, else up to 2 (the figures are small)."""
+    if n_figures < 4 or (os.cpu_count() or 1) < 2:
+        return 1
+    return 2
+
+
+def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
+                 workers: int | None = None) -> dict[str, FigureFile]:
+    """Draw every figure into `fig_dir` as PNG; see the module doc for `reuse_from`.
+
+    Figures to draw are shared among `workers` forked processes (default
+    :func:`default_workers`; 1 draws in this process); each PNG is the same either way.
+    """
+    fig_dir = Path(fig_dir)
+    fig_dir.mkdir(parents=True, exist_ok=True)
+    reuse_from = Path(reuse_from) if reuse_from is not None else None
+    code = _code_digest()
+    out: dict[str, FigureFile] = {}
+    todo: list[tuple[str, object, Path, str]] = []
+    with matplotlib.rc_context(rc_params()):
+        code += json.dumps({k: str(v) for k, v in sorted(rc_params().items())})
+        for key, draw, caption, inputs in _plan(run):
             path = fig_dir / f"{key}.png"
-            write_with(path, lambda tmp, f=fig: f.savefig(tmp, format="png", bbox_inches="tight",
-                                                           metadata={"Software": None}))
+            fkey = figure_key(key, inputs(), code)
+            old = reuse_from / f"{key}.png" if reuse_from is not None else None
+            if old is not None and old.is_file() and png_key(old) == fkey:
+                _link_or_copy(old, path)
+            else:
+                todo.append((key, draw, path, fkey))
             out[key] = FigureFile(key, path, caption)
-            log.debug("figure %s", path)
+    workers = default_workers(len(todo)) if workers is None else max(1, int(workers))
+    if workers > 1 and _draw_parallel(run, todo, workers):
+        pass
+    else:
+        for key, draw, path, fkey in todo:
+            _draw_to(run, draw, path, fkey)
+    log.info("figures: %d drawn (%d process(es)), %d unchanged since the previous report and reused",
+             len(todo), workers, len(out) - len(todo))
     return out
+
+
+def _draw_parallel(run: RunOutputs, todo: list, workers: int) -> bool:
+    """Draw `todo` in forked processes; False (nothing drawn) where fork is not available."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    ctx = multiprocessing.get_context("fork")
+    # the costliest first (maps), so the last task to finish is a short one
+    order = sorted(todo, key=lambda t: not t[0].startswith(("map_", "basin_map", "credit_map")))
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(run,)) as pool:
+        for done in pool.map(_draw_in_worker, [t[0] for t in order], [str(t[2]) for t in order],
+                             [t[3] for t in order]):
+            log.debug("figure %s", done)
+    return True

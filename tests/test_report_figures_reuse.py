@@ -1,0 +1,123 @@
+"""Figure reuse and parallel drawing of the report (pipeline.report.figures.make_figures):
+a figure is taken from an earlier report only when everything it is drawn from is
+unchanged, and the PNGs are the same bytes however they were produced."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import matplotlib
+import numpy as np
+import pytest
+import rasterio
+
+from fixtures_run import build_run
+from pipeline.deliver import previous_figures
+from pipeline.io.outputs import OutputLayout
+from pipeline.report import figures
+from pipeline.report.fonts import rc_params
+
+
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory):
+    """A fake run and its figures drawn from scratch, serially (the reference bytes)."""
+    root = tmp_path_factory.mktemp("fig")
+    run = build_run(root / "testbasin")
+    ref = figures.make_figures(run, root / "ref", workers=1)
+    return run, root, ref
+
+
+def _bytes(figs):
+    return {k: f.path.read_bytes() for k, f in figs.items()}
+
+
+def _no_drawing(monkeypatch):
+    monkeypatch.setattr(figures, "_draw_to", lambda *a: pytest.fail("a figure was drawn again"))
+
+
+def test_every_png_carries_its_key(drawn):
+    run, _, ref = drawn
+    keys = {k: figures.png_key(f.path) for k, f in ref.items()}
+    assert all(v is not None and len(v) == 64 for v in keys.values())
+    assert len(set(keys.values())) == len(keys)          # one key per figure
+
+
+def test_parallel_drawing_gives_the_same_bytes(drawn, tmp_path):
+    run, _, ref = drawn
+    par = figures.make_figures(run, tmp_path / "par", workers=2)
+    assert _bytes(par) == _bytes(ref)
+
+
+def test_unchanged_run_reuses_every_figure(drawn, tmp_path, monkeypatch):
+    run, root, ref = drawn
+    _no_drawing(monkeypatch)
+    again = figures.make_figures(run, tmp_path / "again", reuse_from=root / "ref")
+    assert _bytes(again) == _bytes(ref)
+
+
+def test_changed_raster_redraws_only_its_map(drawn, tmp_path, monkeypatch):
+    """Change one credit raster: that map is drawn again (and equals a fresh drawing of the
+    new data); every other figure, including the other raster maps, is reused."""
+    run, root, ref = drawn
+    key = sorted(k for k in run.rasters if k.startswith("credits_"))[0]
+    src = run.rasters[key]
+    new = tmp_path / "new" / src.name
+    new.parent.mkdir()
+    with rasterio.open(src) as ds:
+        a, prof = ds.read(1), ds.profile
+    a = np.where(np.isfinite(a), a * 2.0 + 1.0, a).astype(a.dtype)
+    with rasterio.open(new, "w", **prof) as dst:
+        dst.write(a, 1)
+    run2 = dataclasses.replace(run, rasters=dict(run.rasters, **{key: new}))
+    drawn_keys = []
+    real = figures._draw_to
+
+    def record(r, draw, path, fkey):
+        drawn_keys.append(path.stem)
+        real(r, draw, path, fkey)
+
+    monkeypatch.setattr(figures, "_draw_to", record)
+    got = figures.make_figures(run2, tmp_path / "out", reuse_from=root / "ref", workers=1)
+    assert drawn_keys == [f"map_{key}"]
+    fresh = figures.make_figures(run2, tmp_path / "fresh", workers=1)
+    assert _bytes(got) == _bytes(fresh)
+    assert got[f"map_{key}"].path.read_bytes() != ref[f"map_{key}"].path.read_bytes()
+
+
+def test_changed_scores_redraw_charts_but_not_raster_maps(drawn, tmp_path, monkeypatch):
+    run, root, ref = drawn
+    scores = run.site_scores.copy()
+    scores.loc[scores.index[0], "WQ"] = 9 if scores.loc[scores.index[0], "WQ"] != 9 else 8
+    run2 = dataclasses.replace(run, site_scores=scores)
+    drawn_keys = []
+    monkeypatch.setattr(figures, "_draw_to", lambda r, d, path, k: drawn_keys.append(path.stem))
+    figures.make_figures(run2, tmp_path / "out", reuse_from=root / "ref", workers=1)
+    assert "scores_chart" in drawn_keys and "basin_map" in drawn_keys
+    assert not [k for k in drawn_keys if k.startswith("map_")]
+
+
+def test_a_foreign_or_stale_png_is_not_reused(drawn, tmp_path, monkeypatch):
+    """A PNG without a key, or with another key (other code, other data), is drawn again."""
+    run, root, ref = drawn
+    old = tmp_path / "old"
+    old.mkdir()
+    name = "ledger_chart"
+    with matplotlib.rc_context(rc_params()):
+        fig = figures.ledger_chart(run)
+        fig.savefig(old / f"{name}.png", format="png", metadata={"Software": None})   # no key
+    drawn_keys = []
+    real = figures._draw_to
+    monkeypatch.setattr(figures, "_draw_to", lambda r, d, p, k: (drawn_keys.append(p.stem), real(r, d, p, k)))
+    got = figures.make_figures(run, tmp_path / "out", reuse_from=old, workers=1)
+    assert drawn_keys == [k for k in ref]                 # nothing else in `old`: all drawn
+    assert _bytes(got) == _bytes(ref)
+    assert figures.figure_key(name, {"a": 1}, "code") != figures.figure_key(name, {"a": 1}, "code2")
+    assert figures.figure_key(name, {"a": 1}, "code") != figures.figure_key(name, {"a": 2}, "code")
+
+
+def test_previous_figures_is_the_published_report(tmp_path):
+    staging = OutputLayout(tmp_path / ".basin.staging-123", "basin")
+    assert previous_figures(staging) is None                       # nothing published yet
+    (tmp_path / "basin" / "report" / "figures").mkdir(parents=True)
+    assert previous_figures(staging) == tmp_path / "basin" / "report" / "figures"
+    assert previous_figures(OutputLayout(tmp_path / "basin", "basin")) is None   # not a staging folder
