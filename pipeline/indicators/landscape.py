@@ -217,9 +217,10 @@ def write_cog_tiled(da: xr.DataArray, path: Path, nodata, grid: xr.DataArray | N
                         row += band.shape[0]
                 else:
                     dst.write(np.asarray(data).astype(dtype, copy=False), 1)
-            rio_copy(str(tmp_gt), str(tmp_cog), driver="COG", COMPRESS="DEFLATE", OVERVIEWS="AUTO",
-                     RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block,
-                     PREDICTOR="NO" if is_int else "YES", BIGTIFF="IF_SAFER")
+            # DEFLATE level 1 and threads: as pipeline.report.cog.convert_to_cog
+            rio_copy(str(tmp_gt), str(tmp_cog), driver="COG", COMPRESS="DEFLATE", LEVEL=1, OVERVIEWS="AUTO",
+                     RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block, NUM_THREADS="ALL_CPUS",
+                     SPARSE_OK="YES", PREDICTOR="NO" if is_int else "YES", BIGTIFF="IF_SAFER")
         os.replace(tmp_cog, path)
     except (OSError, rasterio.errors.RasterioError) as exc:
         tmp_cog.unlink(missing_ok=True)
