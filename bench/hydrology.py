@@ -1,9 +1,14 @@
 """Hydrology benchmark: our tiled fill + D8 + accumulation against pyflwdir and pysheds.
 
     python -m bench hydrology [--sizes 1e6,1e7,1e8] [--chunk 2048] [--out outputs/bench]
+                              [--generator fft|strips] [--tools ours,pyflwdir,pysheds]
+    # 1e9 cells, ours only (the DEM is generated strip by strip, never in memory):
+    python -m bench hydrology --sizes 1e9 --tools ours --generator strips --chunk 4096 --work /big/disk
 
-For each size a seeded fractal DEM (spectral synthesis, 30 m UTM grid) is
-written as a tiled GeoTIFF first. Each tool then runs in a fresh subprocess
+For each size a seeded DEM (30 m UTM grid) is written as a tiled GeoTIFF first:
+``fft`` is a fractal surface by spectral synthesis (whole array in memory);
+``strips`` is a sum of value-noise octaves computed strip by strip (each cell a
+pure function of row, column and seed). Each tool then runs in a fresh subprocess
 (so peak RSS is per tool, from ``os.wait4``) on the same file:
 
 - ``ours``: ``hydrology_to_files`` (fill, D8 with flats, accumulation, upstream
@@ -58,18 +63,127 @@ def fractal_dem(n_cells: int, seed: int = SEED, beta: float = 2.2) -> np.ndarray
     return np.round(z, 2)          # centimetre precision: real DEMs have ties and flats
 
 
-def write_dem(path: Path, n_cells: int) -> Path:
-    import rasterio
+# Strip generator: a sum of octaves of value noise, each cell a pure function of
+# (row, col, seed), so any strip (or window) can be computed on its own and a
+# 1e9-cell DEM is written without ever holding it in memory. Octave k has
+# wavelength 2**k cells (k = 1..15) and amplitude ~ wavelength**STRIP_H
+# (fractional Brownian surface with Hurst exponent STRIP_H); the sum is scaled
+# to 0..1500 m with the theoretical bounds, not the data, and rounded to cm so
+# that ties and flats exist. Smaller grids are crops of larger ones.
+STRIP_OCTAVES = 15
+STRIP_H = 0.5
+STRIP_ROWS = 512
+
+
+def _strip_kernels():
+    from numba import njit
+
+    @njit(cache=True, nogil=True)
+    def hash01(ix, iy, salt):
+        """Uniform [0, 1) from integer lattice coordinates (splitmix64 finaliser)."""
+        h = (np.uint64(ix & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)) ^ \
+            (np.uint64(iy & 0xFFFFFFFF) * np.uint64(0xC2B2AE3D27D4EB4F)) ^ \
+            (np.uint64(salt) * np.uint64(0x165667B19E3779F9))
+        h ^= h >> np.uint64(30)
+        h *= np.uint64(0xBF58476D1CE4E5B9)
+        h ^= h >> np.uint64(27)
+        h *= np.uint64(0x94D049BB133111EB)
+        h ^= h >> np.uint64(31)
+        return np.float64(h >> np.uint64(11)) * (1.0 / 9007199254740992.0)
+
+    @njit(cache=True, nogil=True)
+    def strip(r0, nrows, c0, ncols, seed, octaves, hurst):
+        out = np.empty((nrows, ncols), dtype=np.float32)
+        amps = np.empty(octaves)
+        norm = 0.0
+        for k in range(octaves):
+            amps[k] = (2.0 ** (k + 1)) ** hurst
+            norm += amps[k]
+        for i in range(nrows):
+            r = r0 + i
+            for j in range(ncols):
+                c = c0 + j
+                tot = 0.0
+                for k in range(octaves):
+                    wl = 2 ** (k + 1)
+                    gy = (r + 0.5) / wl
+                    gx = (c + 0.5) / wl
+                    fy0 = np.floor(gy)
+                    fx0 = np.floor(gx)
+                    iy = np.int64(fy0)
+                    ix = np.int64(fx0)
+                    fy = gy - fy0
+                    fx = gx - fx0
+                    sx = fx * fx * (3.0 - 2.0 * fx)
+                    sy = fy * fy * (3.0 - 2.0 * fy)
+                    salt = seed * 64 + k
+                    v00 = hash01(ix, iy, salt)
+                    v10 = hash01(ix + 1, iy, salt)
+                    v01 = hash01(ix, iy + 1, salt)
+                    v11 = hash01(ix + 1, iy + 1, salt)
+                    a = v00 + sx * (v10 - v00)
+                    b = v01 + sx * (v11 - v01)
+                    tot += amps[k] * (a + sy * (b - a))
+                out[i, j] = np.float32(np.round(1500.0 * tot / norm, 2))
+        return out
+
+    return strip
+
+
+_STRIP = None
+
+
+def strip_dem(r0: int, nrows: int, c0: int, ncols: int, seed: int = SEED) -> np.ndarray:
+    """Window ``[r0:r0+nrows, c0:c0+ncols]`` of the strip generator's DEM (float32, m)."""
+    global _STRIP
+    if _STRIP is None:
+        _STRIP = _strip_kernels()
+    return _STRIP(int(r0), int(nrows), int(c0), int(ncols), int(seed), STRIP_OCTAVES, STRIP_H)
+
+
+def _profile(side: int) -> dict:
     from affine import Affine
 
-    z = fractal_dem(n_cells)
-    side = z.shape[0]
-    with rasterio.open(path, "w", driver="GTiff", height=side, width=side, count=1,
-                       dtype="float32", nodata=-9999.0, crs="EPSG:32650",
-                       transform=Affine(30.0, 0, 400000.0, 0, -30.0, 4500000.0),
-                       tiled=True, blockxsize=512, blockysize=512, compress="deflate",
-                       BIGTIFF="IF_SAFER") as ds:
-        ds.write(z, 1)
+    return dict(driver="GTiff", height=side, width=side, count=1, dtype="float32",
+                nodata=-9999.0, crs="EPSG:32650",
+                transform=Affine(30.0, 0, 400000.0, 0, -30.0, 4500000.0),
+                tiled=True, blockxsize=512, blockysize=512, compress="deflate",
+                BIGTIFF="IF_SAFER")
+
+
+def write_dem(path: Path, n_cells: int, generator: str = "fft") -> Path:
+    """Square DEM GeoTIFF of about ``n_cells`` cells; ``generator`` "fft" or "strips".
+
+    "strips" computes and writes 512-row strips on 2 threads (memory ~ a few strips).
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    side = int(round(np.sqrt(n_cells)))
+    if generator == "fft":
+        z = fractal_dem(n_cells)
+        with rasterio.open(path, "w", **_profile(side)) as ds:
+            ds.write(z, 1)
+        return path
+    if generator != "strips":
+        raise SystemExit(f"unknown generator {generator!r} (fft or strips)")
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = list(range(0, side, STRIP_ROWS))
+    strip_dem(0, 1, 0, 1)                       # compile (or load the cache) once
+    with rasterio.open(path, "w", **_profile(side)) as ds, \
+            ThreadPoolExecutor(max_workers=2) as pool:
+        # at most 2 strips computing and 1 being written at a time
+        pending = []
+        for r0 in starts:
+            pending.append((r0, pool.submit(strip_dem, r0, min(STRIP_ROWS, side - r0), 0, side)))
+            if len(pending) >= 2:
+                r, fut = pending.pop(0)
+                z = fut.result()
+                ds.write(z, 1, window=Window(0, r, side, z.shape[0]))
+        for r, fut in pending:
+            z = fut.result()
+            ds.write(z, 1, window=Window(0, r, side, z.shape[0]))
     return path
 
 
@@ -187,41 +301,58 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pysheds-max", type=float, default=2e7,
                    help="skip pysheds above this many cells")
     p.add_argument("--timeout", type=float, default=3600.0, help="per tool, seconds")
+    p.add_argument("--generator", choices=("fft", "strips"), default="fft",
+                   help="DEM generator: whole-array FFT fractal, or strip-wise value noise "
+                        "(never holds the DEM in memory; use it for 1e9)")
+    p.add_argument("--tools", default="ours,pyflwdir,pysheds",
+                   help="tools to run, comma separated (ours, pyflwdir, pysheds)")
+    p.add_argument("--keep", action="store_true", help="keep the DEM and outputs in --work")
     args = p.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = {t.strip() for t in args.tools.split(",") if t.strip()}
     results = {"seed": SEED, "chunk": args.chunk, "cpus": os.cpu_count(),
+               "generator": args.generator,
                "load_avg_at_start": os.getloadavg(), "runs": [],
                "note": "time = work inside the child (imports excluded); the machine is "
                        "shared, see load averages"}
-    with tempfile.TemporaryDirectory(dir=args.work, prefix="bench-hydro-") as tmp:
+    import contextlib
+
+    if args.keep:
+        scratch = contextlib.nullcontext(tempfile.mkdtemp(dir=args.work, prefix="bench-hydro-"))
+    else:
+        scratch = tempfile.TemporaryDirectory(dir=args.work, prefix="bench-hydro-")
+    with scratch as tmp:
         tmp = Path(tmp)
+        if args.keep:
+            print(f"scratch folder kept: {tmp}", flush=True)
         # warm the numba caches of both libraries so no run pays compilation
-        warm = write_dem(tmp / "warm.tif", 200 * 200)
-        for tool in ("ours", "pyflwdir"):
+        warm = write_dem(tmp / "warm.tif", 200 * 200, args.generator)
+        for tool in sorted(wanted & {"ours", "pyflwdir"}):
             _run_child(tool, warm, tmp, args.chunk, args.timeout)
         for n in _parse_sizes(args.sizes):
             t0 = time.perf_counter()
-            dem = write_dem(tmp / f"dem_{n}.tif", n)
+            dem = write_dem(tmp / f"dem_{n}.tif", n, args.generator)
             print(f"\n== {n:.0e} cells (DEM written in {time.perf_counter() - t0:.1f} s)",
                   flush=True)
             work = tmp / f"run_{n}"
             work.mkdir()
-            tools = ["ours", "pyflwdir"] + (["pysheds"] if n <= args.pysheds_max else [])
+            tools = [t for t in ("ours", "pyflwdir", "pysheds") if t in wanted
+                     and (t != "pysheds" or n <= args.pysheds_max)]
             runs = {}
             for tool in tools:
                 runs[tool] = _run_child(tool, dem, work, args.chunk, args.timeout)
                 print(f"   {tool:13s} {_fmt(runs[tool])}", flush=True)
             d8 = work / "d8.tif"
-            if runs["ours"]["ok"]:
-                for tool in ["ours_acc", "pyflwdir_acc"] + (
-                        ["pysheds_acc"] if n <= args.pysheds_max else []):
+            if runs.get("ours", {}).get("ok") and len(tools) > 1:
+                for tool in [t + "_acc" for t in tools]:
                     runs[tool] = _run_child(tool, d8, work, args.chunk, args.timeout)
                     print(f"   {tool:13s} {_fmt(runs[tool])}", flush=True)
                 runs["check"] = _check(work, runs)
             results["runs"].append({"cells": n, "tools": runs})
-            for f in work.glob("*.tif"):
-                f.unlink()
+            if not args.keep:
+                for f in work.glob("*.tif"):
+                    f.unlink()
     path = out_dir / "hydrology.json"
     path.write_text(json.dumps(results, indent=2))
     print()

@@ -104,7 +104,7 @@ def test_tiled_weighted_accumulation(case, seed):
 
 def test_flat_crossing_many_tiles():
     # 60x60 plateau at 5 with one notch (0, 30) at 4: a single flat crossing 100
-    # tiles of 6x6 is resolved centrally; it must equal the one-array result.
+    # tiles of 6x6 is resolved tile by tile; it must equal the one-array result.
     z = np.full((60, 60), 5.0)
     z[0, 30] = 4.0
     z[20:40, 20:40] = 7.0            # an island of higher ground inside the flat

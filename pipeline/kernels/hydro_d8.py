@@ -259,6 +259,171 @@ def resolve_flats(nbr, low, high):
     return out
 
 
+# --------------------------------------------------------------------------- tiled flats
+#
+# Flats that cross tile edges are resolved tile by tile with the same result as
+# :func:`resolve_flats` on the whole flat: the two step distances (towards low
+# edges, away from higher terrain) are shortest paths on the flat-cell graph, so
+# they are the fixed point of per-tile relaxations that exchange the distances of
+# the cells on tile edges (:func:`relax_steps`, :func:`edge_candidates`). The
+# per-flat height (maximum ``away``) is a maximum over the tiles' parts of the
+# flat, joined across edges; the final choice (:func:`resolve_flats_tiled`) looks
+# up the masks of neighbours in other tiles in a table of edge cells. Only the
+# edge cells are ever gathered centrally.
+
+
+@njit(cache=True, nogil=True)
+def relax_steps(nbr, dist, seed_idx, seed_val):
+    """Lower ``dist`` (in place) to ``min(dist, seed + steps)`` over the graph ``nbr``.
+
+    ``dist`` is a step distance with 0 = unreached (= infinity); ``seed_idx`` /
+    ``seed_val`` are cells with a candidate distance. Cells are settled in
+    increasing distance (sorted seeds merged with a FIFO queue), so each cell is
+    expanded at most twice. Returns the number of cells whose distance changed.
+    """
+    n = nbr.shape[0]
+    order = np.argsort(seed_val, kind="mergesort")
+    ns = order.shape[0]
+    queue = np.empty(n, dtype=np.int32)
+    head = 0
+    tail = 0
+    changed = 0
+    for q in range(ns):
+        i = seed_idx[order[q]]
+        v = seed_val[order[q]]
+        if dist[i] == 0 or v < dist[i]:
+            dist[i] = v
+            changed += 1
+    sp = 0
+    while sp < ns or head < tail:
+        if sp < ns and (head >= tail or seed_val[order[sp]] <= dist[queue[head]]):
+            u = seed_idx[order[sp]]
+            d = seed_val[order[sp]]
+            sp += 1
+            if dist[u] != d:
+                continue                      # improved meanwhile, or a duplicate seed
+        else:
+            u = queue[head]
+            head += 1
+            d = dist[u]
+        for k in range(8):
+            v = nbr[u, k]
+            if v >= 0 and (dist[v] == 0 or dist[v] > d + 1):
+                dist[v] = d + 1
+                changed += 1
+                if tail >= n:                 # cannot happen: each cell is queued once
+                    return -1
+                queue[tail] = v
+                tail += 1
+    return changed
+
+
+@njit(cache=True, nogil=True)
+def edge_candidates(keys, ext, dist, ncols):
+    """For edge cells (sorted global ``keys``), ``min(dist[j] + 1)`` over the neighbours
+    ``j`` in other tiles (bits ``ext``) that are reached; 0 when none is."""
+    n = keys.shape[0]
+    out = np.zeros(n, dtype=np.int32)
+    for i in range(n):
+        if ext[i] == 0:
+            continue
+        r = keys[i] // ncols
+        c = keys[i] - r * ncols
+        best = 0
+        for k in range(8):
+            if ext[i] & CODES[k]:
+                key = (r + DROW[k]) * ncols + (c + DCOL[k])
+                p = np.searchsorted(keys, key)
+                if p < n and keys[p] == key and dist[p] > 0:
+                    cand = dist[p] + 1
+                    if best == 0 or cand < best:
+                        best = cand
+        out[i] = best
+    return out
+
+
+@njit(cache=True, nogil=True)
+def edge_links(keys, ext, ncols):
+    """Pairs (i, j), i < j, of edge cells in different tiles that are flat neighbours."""
+    n = keys.shape[0]
+    m = 0
+    for i in range(n):
+        for k in range(8):
+            if ext[i] & CODES[k]:
+                m += 1
+    a = np.empty(m, dtype=np.int64)
+    b = np.empty(m, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        r = keys[i] // ncols
+        c = keys[i] - r * ncols
+        for k in range(8):
+            if ext[i] & CODES[k]:
+                key = (r + DROW[k]) * ncols + (c + DCOL[k])
+                p = np.searchsorted(keys, key)
+                if p < n and keys[p] == key and p > i:
+                    a[m] = i
+                    b[m] = p
+                    m += 1
+    return a[:m], b[:m]
+
+
+@njit(cache=True, nogil=True)
+def label_max(lab, nlab, values):
+    """Maximum of ``values`` per label (0 for empty labels)."""
+    out = np.zeros(nlab, dtype=np.int64)
+    for i in range(lab.shape[0]):
+        if values[i] > out[lab[i]]:
+            out[lab[i]] = values[i]
+    return out
+
+
+@njit(cache=True, nogil=True)
+def flat_mask(towards, away, height):
+    """Barnes (2014) combined mask ``2 * towards + (height - away if away > 0)``."""
+    n = towards.shape[0]
+    mask = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        mask[i] = 2 * np.int64(towards[i])
+        if away[i] > 0:
+            mask[i] += height[i] - away[i]
+    return mask
+
+
+@njit(cache=True, nogil=True)
+def resolve_flats_tiled(nbr, low, ext, mask, towards, rows, cols, r0, c0, ncols,
+                        edge_keys, edge_mask):
+    """Codes of a tile's flat cells, as :func:`resolve_flats`; neighbours in other
+    tiles (bits ``ext``) are looked up in the sorted ``edge_keys`` / ``edge_mask``."""
+    n = nbr.shape[0]
+    ne = edge_keys.shape[0]
+    out = np.zeros(n, dtype=np.uint8)
+    for i in range(n):
+        if towards[i] == 0:
+            continue
+        best = mask[i]
+        bk = -1
+        for k in range(8):
+            if low[i] & CODES[k]:
+                cand = np.int64(0)
+            elif nbr[i, k] >= 0:
+                cand = mask[nbr[i, k]]
+            elif ext[i] & CODES[k]:
+                key = (r0 + rows[i] + DROW[k]) * ncols + (c0 + cols[i] + DCOL[k])
+                p = np.searchsorted(edge_keys, key)
+                if p >= ne or edge_keys[p] != key:
+                    continue                  # cannot happen: ext neighbours are edge cells
+                cand = edge_mask[p]
+            else:
+                continue
+            if cand < best:
+                best = cand
+                bk = k
+        if bk >= 0:
+            out[i] = CODES[bk]
+    return out
+
+
 def flow_directions_d8(filled):
     """D8 codes of a whole depression-filled array (NaN = nodata); uint8.
 

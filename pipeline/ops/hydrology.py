@@ -9,8 +9,10 @@ size, not on the raster size. Results are identical for any chunking.
 What is tiled:
 - fill: Barnes (2016) labels + spill graph (exact);
 - D8: steepest descent per tile with a 2-cell halo; flats entirely inside one
-  tile are resolved in that tile, flats that cross a tile edge are gathered
-  (only their cells) and resolved centrally with the same Barnes (2014) kernel;
+  tile are resolved in that tile; flats that cross tile edges are resolved tile
+  by tile too: their Barnes (2014) step distances are relaxed per tile, only the
+  distances of flat cells on tile edges are exchanged centrally, until nothing
+  changes (exact: the distances are shortest paths on the flat-cell graph);
 - accumulation: Barnes (2017) perimeter links (exact for cell counts; weighted
   sums are equal up to float summation order).
 Not tiled (whole D8 grid in memory, 1 byte per cell): upstream_mask,
@@ -96,8 +98,12 @@ def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype):
         store.put("fill_tf", t, filled.astype(work_dtype))
         store.put("fill_lab", t, labels)
         z = zp[1:-1, 1:-1]
-        sides = {"top": (labels[0], z[0]), "bottom": (labels[-1], z[-1]),
-                 "left": (labels[:, 0], z[:, 0]), "right": (labels[:, -1], z[:, -1])}
+        # copies, not views: a view would keep the whole tile's arrays alive
+        # until the spill graph is solved (O(raster) memory)
+        sides = {"top": (labels[0].copy(), z[0].copy()),
+                 "bottom": (labels[-1].copy(), z[-1].copy()),
+                 "left": (labels[:, 0].copy(), z[:, 0].copy()),
+                 "right": (labels[:, -1].copy(), z[:, -1].copy())}
         return nl, eu, ev, ew, sides
 
     res = run_parallel(pass1, tiles, scheduler)
@@ -166,20 +172,34 @@ def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype):
         return None
 
     run_parallel(pass2, tiles, scheduler)
+    store.drop("fill_tf")
+    store.drop("fill_lab")
 
 
 # =========================================================================== D8
 
 def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
-    """Tiled D8 with flats resolved. Writes tile "d8" into the store."""
+    """Tiled D8 with flats resolved. Writes tile "d8" into the store.
+
+    Flats entirely inside a tile are resolved in pass 1. Flats that cross tile
+    edges keep their cells in the store (tile by tile); their two step distances
+    are relaxed tile by tile, exchanging only the distances of cells on tile
+    edges, until nothing changes; then the flat heights are joined across edges
+    and pass 2 chooses the directions. Central memory: a few arrays over the flat
+    cells on tile edges.
+    """
+    by_index = {(t.ty, t.tx): i for i, t in enumerate(tiles)}
 
     def pass1(t: Tile):
         h, w = t.shape
         zp = read_halo(freader, t, 2, np.nan, np.float64)
         dr = K.d8_steepest(zp, 1, 1, h + 2, w + 2)          # tile + 1 ring
         z1 = zp[1:-1, 1:-1]
+        del zp
         rows, cols, same, low, high = K.flat_cell_tables(z1, dr, 1, 1, h, w)
+        del z1
         d8 = np.ascontiguousarray(dr[1:-1, 1:-1])
+        del dr
         if rows.size == 0:
             store.put("d8_p1", t, d8)
             return None
@@ -190,61 +210,158 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
             cc = cols + K.DCOL[k]
             ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
             inside |= np.where(ok, K.CODES[k], 0).astype(np.uint8)
-        same_in = same & inside
-        ext = (same & ~inside) != 0
-        nbr = K.neighbour_index_dense(rows, cols, same_in, h, w)
+        ext = same & ~inside
+        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
         lab, _ = K.flat_components(nbr)
         exported = np.zeros(rows.size, dtype=bool)
         if ext.any():
-            exported = np.isin(lab, np.unique(lab[ext]))
+            exported = np.isin(lab, np.unique(lab[ext != 0]))
+        del nbr, lab
         loc = ~exported
         if loc.any():
-            nbr_l = K.neighbour_index_dense(rows[loc], cols[loc], same_in[loc], h, w)
+            nbr_l = K.neighbour_index_dense(rows[loc], cols[loc], same[loc], h, w)
             d8[rows[loc], cols[loc]] = K.resolve_flats(nbr_l, low[loc], high[loc])
+            del nbr_l
         store.put("d8_p1", t, d8)
+        del d8
         if not exported.any():
             return None
-        gkeys = (t.r0 + rows[exported]) * ncols + (t.c0 + cols[exported])
-        return gkeys, same[exported], low[exported], high[exported]
+        rows, cols, same, low, high, ext = (a[exported] for a in (rows, cols, same, low,
+                                                                   high, ext))
+        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
+        lab, nlab = K.flat_components(nbr)
+        n = rows.size
+        towards = np.zeros(n, dtype=np.int32)
+        away = np.zeros(n, dtype=np.int32)
+        seed = np.flatnonzero(low != 0)
+        K.relax_steps(nbr, towards, seed, np.ones(seed.size, dtype=np.int32))
+        seed = np.flatnonzero(high)
+        K.relax_steps(nbr, away, seed, np.ones(seed.size, dtype=np.int32))
+        for name, a in (("fl_rows", rows), ("fl_cols", cols), ("fl_same", same),
+                        ("fl_low", low), ("fl_ext", ext), ("fl_lab", lab),
+                        ("fl_tow", towards), ("fl_away", away)):
+            store.put(name, t, a)
+        e = np.flatnonzero(ext)
+        gkeys = (t.r0 + rows[e]) * ncols + (t.c0 + cols[e])
+        return (gkeys, ext[e], e, lab[e], nlab, towards[e], away[e],
+                K.label_max(lab, nlab, away))
 
     res = run_parallel(pass1, tiles, scheduler)
-    parts = [r for r in res if r is not None]
-    central = {}
-    if parts:
-        keys = np.concatenate([p[0] for p in parts])
-        order = np.argsort(keys, kind="stable")
-        keys = keys[order]
-        same = np.concatenate([p[1] for p in parts])[order]
-        low = np.concatenate([p[2] for p in parts])[order]
-        high = np.concatenate([p[3] for p in parts])[order]
-        del parts, res, order
-        if keys.size >= 2**31:
-            raise InputDataError(f"{keys.size} flat cells cross tile edges (limit 2**31)",
-                                 fix="use a larger chunk size")
-        nbr = K.neighbour_index(keys, same, ncols)
-        del same
-        codes = K.resolve_flats(nbr, low, high)
-        del nbr, low, high
-        central = {"keys": keys, "codes": codes}
-        log.debug("d8: %d flat cells on flats crossing tile edges", keys.size)
+    flat_tiles = [i for i, r in enumerate(res) if r is not None]
+    if not flat_tiles:
+        run_parallel(lambda t: store.put("d8", t, store.get("d8_p1", t)), tiles, scheduler)
+        store.drop("d8_p1")
+        return
+
+    # ---- central tables over the flat cells on tile edges (sorted by global key)
+    lab_off = {}
+    nxt = 0
+    for i in flat_tiles:
+        lab_off[i] = nxt
+        nxt += res[i][4]
+    n_labels = nxt
+    comp_max = np.zeros(n_labels, dtype=np.int64)
+    parts = {"key": [], "ext": [], "tile": [], "loc": [], "node": [], "tow": [], "away": []}
+    for i in flat_tiles:
+        gk, ex, e, lb, nlab, tw, aw, cm = res[i]
+        parts["key"].append(gk)
+        parts["ext"].append(ex)
+        parts["tile"].append(np.full(gk.size, i, dtype=np.int64))
+        parts["loc"].append(e.astype(np.int64))
+        parts["node"].append(lb.astype(np.int64) + lab_off[i])
+        parts["tow"].append(tw)
+        parts["away"].append(aw)
+        comp_max[lab_off[i]:lab_off[i] + nlab] = cm
+    del res
+    order = np.argsort(np.concatenate(parts["key"]), kind="stable")
+    edge = {k: np.concatenate(v)[order] for k, v in parts.items()}
+    del parts, order
+    ekeys, eext = edge["key"], edge["ext"]
+    # per tile: positions of its edge cells in the central tables
+    tile_rows = {i: np.flatnonzero(edge["tile"] == i) for i in flat_tiles}
+    log.debug("d8: %d flat labels in %d tiles cross tile edges; %d edge cells",
+              n_labels, len(flat_tiles), ekeys.size)
+
+    def relax(item):
+        i, seeds_t, vals_t, seeds_a, vals_a = item
+        t = tiles[i]
+        h, w = t.shape
+        rows, cols, same = (store.get(n, t) for n in ("fl_rows", "fl_cols", "fl_same"))
+        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
+        del rows, cols, same
+        towards = store.get("fl_tow", t)
+        away = store.get("fl_away", t)
+        ct = K.relax_steps(nbr, towards, seeds_t, vals_t) if seeds_t.size else 0
+        ca = K.relax_steps(nbr, away, seeds_a, vals_a) if seeds_a.size else 0
+        if ct:
+            store.put("fl_tow", t, towards)
+        if ca:
+            store.put("fl_away", t, away)
+        cm = None
+        if ca:
+            lab = store.get("fl_lab", t)
+            cm = K.label_max(lab, int(lab.max()) + 1 if lab.size else 0, away)
+        loc = edge["loc"][tile_rows[i]]
+        return i, towards[loc], away[loc], cm
+
+    rounds = 0
+    while True:
+        cand_t = K.edge_candidates(ekeys, eext, edge["tow"], ncols)
+        cand_a = K.edge_candidates(ekeys, eext, edge["away"], ncols)
+        better_t = (cand_t > 0) & ((edge["tow"] == 0) | (cand_t < edge["tow"]))
+        better_a = (cand_a > 0) & ((edge["away"] == 0) | (cand_a < edge["away"]))
+        if not (better_t.any() or better_a.any()):
+            break
+        rounds += 1
+        work = []
+        for i in flat_tiles:
+            rr = tile_rows[i]
+            bt, ba = better_t[rr], better_a[rr]
+            if bt.any() or ba.any():
+                work.append((i, edge["loc"][rr[bt]], cand_t[rr[bt]].astype(np.int32),
+                             edge["loc"][rr[ba]], cand_a[rr[ba]].astype(np.int32)))
+        for i, tw, aw, cm in run_parallel(relax, work, scheduler):
+            rr = tile_rows[i]
+            edge["tow"][rr] = tw
+            edge["away"][rr] = aw
+            if cm is not None:
+                comp_max[lab_off[i]:lab_off[i] + cm.size] = cm
+    log.debug("d8: flat distances across tiles converged in %d rounds", rounds)
+
+    # ---- flat heights: maximum of "away" over each flat, joined across tile edges
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    a, b = K.edge_links(ekeys, eext, ncols)
+    g = coo_matrix((np.ones(a.size, dtype=np.int8), (edge["node"][a], edge["node"][b])),
+                   shape=(n_labels, n_labels))
+    ncomp, comp = connected_components(g, directed=False)
+    height = np.zeros(ncomp, dtype=np.int64)
+    np.maximum.at(height, comp, comp_max)
+    node_height = height[comp]
+    edge_mask = K.flat_mask(edge["tow"], edge["away"], node_height[edge["node"]])
+    del g, a, b, comp, height
 
     def pass2(t: Tile):
+        i = by_index[(t.ty, t.tx)]
         d8 = store.get("d8_p1", t)
-        if central:
-            keys = central["keys"]
-            lo = np.searchsorted(keys, t.r0 * ncols)
-            hi = np.searchsorted(keys, (t.r1 - 1) * ncols + ncols)
-            k = keys[lo:hi]
-            r = k // ncols
-            c = k - r * ncols
-            sel = (c >= t.c0) & (c < t.c1)
-            if sel.any():
-                d8 = d8.copy()
-                d8[r[sel] - t.r0, c[sel] - t.c0] = central["codes"][lo:hi][sel]
+        if i in lab_off:
+            h, w = t.shape
+            rows, cols, same, low, ext, lab, towards, away = (
+                store.get(n, t) for n in ("fl_rows", "fl_cols", "fl_same", "fl_low", "fl_ext",
+                                          "fl_lab", "fl_tow", "fl_away"))
+            nbr = K.neighbour_index_dense(rows, cols, same, h, w)
+            hgt = node_height[lab_off[i] + lab.astype(np.int64)]
+            mask = K.flat_mask(towards, away, hgt)
+            d8[rows, cols] = K.resolve_flats_tiled(nbr, low, ext, mask, towards, rows, cols,
+                                                   t.r0, t.c0, ncols, ekeys, edge_mask)
         store.put("d8", t, d8)
         return None
 
     run_parallel(pass2, tiles, scheduler)
+    for name in ("d8_p1", "fl_rows", "fl_cols", "fl_same", "fl_low", "fl_ext", "fl_lab",
+                 "fl_tow", "fl_away"):
+        store.drop(name)
 
 
 # =========================================================================== accumulation
@@ -653,6 +770,7 @@ def hydrology_to_files(dem_path, out_dir, chunk_size: int = 2048, scheduler=None
         log.info("flow directions")
         freader = store.reader("filled", tiles, shape, work)
         _d8_engine(freader, tiles, shape[1], store, scheduler)
+        store.drop("filled")
         store.write_geotiff("d8", tiles, writers["d8"])
         log.info("flow accumulation")
         dreader = store.reader("d8", tiles, shape, np.uint8)
@@ -681,6 +799,7 @@ def hydrology_to_files(dem_path, out_dir, chunk_size: int = 2048, scheduler=None
 
             _acc_engine(dreader, tiles, shape[1], scheduler, wfn, up_sink)
         store.write_geotiff("acc", tiles, writers["accumulation"])
+        store.drop("acc")
         store.write_geotiff("up", tiles, writers["upstream_area_km2"])
         for w in writers.values():
             w.commit()

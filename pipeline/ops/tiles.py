@@ -209,6 +209,11 @@ class ChunkStore:
             a = self.get(name, t)
             writer.write(t, a if convert is None else convert(t, a))
 
+    def drop(self, name: str) -> None:
+        """Delete every tile of ``name`` (frees disk space once a pass no longer needs it)."""
+        for path in self.root.glob(f"{name}_*.bin"):
+            path.unlink(missing_ok=True)
+
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
