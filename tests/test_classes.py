@@ -204,23 +204,25 @@ def test_present_codes_equals_numpy_unique(dtype, seed, chunk):
     assert got.dtype == a.dtype
 
 
-@pytest.mark.parametrize("nodata", [None, 0, 255])
+@pytest.mark.parametrize("nodata", [None, 0, 255, -1])
 def test_lookup_table_path_equals_general_path(nodata):
-    """8/16-bit rasters are mapped through a 256/65536-entry table; the result equals the
-    general path (searchsorted on int32 codes) for every scheme, with codes, nodata codes
-    and unknown values mixed."""
+    """Integer rasters are mapped through a table (256/65536 entries for 8/16-bit, the
+    block's [min, max] range otherwise, e.g. the aligned int32 rasters with nodata -1);
+    the result equals the general path (searchsorted) for every scheme, with codes,
+    nodata codes and unknown values mixed."""
     from pipeline.io import classes as C
 
     for name in C.available_schemes():
         sch = C.load_scheme(name)
-        for dt in (np.uint8, np.uint16):
+        for dt in (np.uint8, np.uint16, np.int32, np.int64):
             if dt == np.uint8 and max(sch.codes) > 255:
                 continue
-            pool = np.concatenate([sch.codes, sch.nodata_codes, [0, 250, 254, 255]]).astype(np.int64)
-            pool = pool[(pool >= 0) & (pool < np.iinfo(dt).max)]
+            extra = [0, 250, 254, 255] + ([-1, -9999] if np.dtype(dt).kind == "i" else [])
+            pool = np.concatenate([sch.codes, sch.nodata_codes, extra]).astype(np.int64)
+            pool = pool[(pool >= np.iinfo(dt).min) & (pool < np.iinfo(dt).max)]
             arr = np.random.default_rng(1).choice(pool, size=(60, 70)).astype(dt)
             for vals, fill, od in ((sch.canonical, 255, np.uint8), (sch.weight, np.nan, np.float32)):
                 fast = C._apply(arr, sch, vals, fill, nodata, od)
-                slow = C._apply(arr.astype(np.int32), sch, vals, fill, nodata, od)
+                slow = C._apply(arr.astype(np.float64), sch, vals, fill, nodata, od)   # general path
                 assert fast.dtype == slow.dtype
                 np.testing.assert_array_equal(fast, slow)

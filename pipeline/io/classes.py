@@ -324,7 +324,12 @@ def _apply(arr: np.ndarray, scheme: Scheme, values: np.ndarray, fill, nodata, ou
     """Map product codes through ``values`` (aligned with scheme.codes); nodata -> fill."""
     arr = np.asarray(arr)
     if arr.dtype.kind in "ub" and arr.dtype.itemsize <= 2:
-        return _lookup_table(scheme, values, fill, nodata, out_dtype, arr.dtype)[arr]
+        return _lookup_table(scheme, values, fill, nodata, out_dtype, 0, 2 ** (8 * arr.dtype.itemsize))[arr]
+    if arr.dtype.kind in "iu" and arr.size:
+        lo, hi = int(arr.min()), int(arr.max())
+        if hi - lo < 2 ** 16:            # e.g. the aligned int32 rasters (nodata -1): a table over [lo, hi]
+            shifted = arr - arr.dtype.type(lo) if lo else arr
+            return _lookup_table(scheme, values, fill, nodata, out_dtype, lo, hi - lo + 1)[shifted]
     nod = _nodata_mask(arr, scheme, nodata)
     a = np.where(nod, scheme.codes[0], arr)
     if a.dtype.kind == "f":
@@ -337,22 +342,23 @@ def _apply(arr: np.ndarray, scheme: Scheme, values: np.ndarray, fill, nodata, ou
     return out
 
 
-def _lookup_table(scheme: Scheme, values: np.ndarray, fill, nodata, out_dtype, in_dtype) -> np.ndarray:
-    """One entry per possible value of an 8/16-bit unsigned raster: the same mapping as
-    the general path of :func:`_apply` (codes -> values; nodata and unknown -> fill)."""
-    key = (id(scheme), values.tobytes(), repr(fill), repr(nodata), np.dtype(out_dtype).str, np.dtype(in_dtype).str)
+def _lookup_table(scheme: Scheme, values: np.ndarray, fill, nodata, out_dtype, lo: int, size: int) -> np.ndarray:
+    """Table of the values lo .. lo + size - 1: the same mapping as the general path of
+    :func:`_apply` (codes -> values; nodata and unknown -> fill)."""
+    key = (id(scheme), values.tobytes(), repr(fill), repr(nodata), np.dtype(out_dtype).str, lo, size)
     lut = _LUTS.get(key)
     if lut is None:
-        size = 2 ** (8 * np.dtype(in_dtype).itemsize)
         lut = np.full(size, fill, dtype=out_dtype)
-        codes = np.asarray(scheme.codes, dtype=np.int64)
+        codes = np.asarray(scheme.codes, dtype=np.int64) - lo
         inside = (codes >= 0) & (codes < size)
         lut[codes[inside]] = np.asarray(values)[inside].astype(out_dtype, copy=False)
-        nod = np.asarray(scheme.nodata_codes, dtype=np.int64)
+        nod = np.asarray(scheme.nodata_codes, dtype=np.int64) - lo
         lut[nod[(nod >= 0) & (nod < size)]] = fill
         if nodata is not None and not (isinstance(nodata, float) and np.isnan(nodata)) \
-                and float(nodata).is_integer() and 0 <= nodata < size:
-            lut[int(nodata)] = fill
+                and float(nodata).is_integer() and 0 <= nodata - lo < size:
+            lut[int(nodata) - lo] = fill
+        if len(_LUTS) > 256:
+            _LUTS.clear()
         _LUTS[key] = lut
     return lut
 
