@@ -121,3 +121,22 @@ def test_previous_figures_is_the_published_report(tmp_path):
     (tmp_path / "basin" / "report" / "figures").mkdir(parents=True)
     assert previous_figures(staging) == tmp_path / "basin" / "report" / "figures"
     assert previous_figures(OutputLayout(tmp_path / "basin", "basin")) is None   # not a staging folder
+
+
+def test_large_stream_networks_draw_only_the_largest_reaches(tmp_path, monkeypatch):
+    """Above MAX_DRAWN_REACHES reaches a map draws the largest ones only (by upstream
+    area); below it every reach is drawn."""
+    from matplotlib.figure import Figure
+
+    run = build_run(tmp_path / "testbasin")
+    n = len(run.streams)
+    assert n >= 3
+
+    def drawn_segments(limit):
+        monkeypatch.setattr(figures, "MAX_DRAWN_REACHES", limit)
+        ax = Figure().add_subplot()
+        figures._streams(ax, run)
+        return sum(len(c.get_paths()) for c in ax.collections)
+
+    assert drawn_segments(10 ** 6) == n
+    assert drawn_segments(2) == 2
