@@ -91,22 +91,36 @@ def _frame(ax, run: RunOutputs) -> None:
 MAX_DRAWN_REACHES = 5000     # a map is ~1000 px wide: more reaches are sub-pixel clutter
 
 
+_DRAWN_STREAMS: dict = {}     # id(run.streams) -> (run.streams, drawn subset, line widths)
+
+
 def _streams(ax, run: RunOutputs) -> None:
     if run.streams is None or run.streams.empty:
         return
-    streams = run.streams
+    streams, lw = _drawn_streams(run.streams, MAX_DRAWN_REACHES)
+    streams.plot(ax=ax, color="#1f78b4", linewidth=lw)
+
+
+def _drawn_streams(streams, limit: int):
+    """The reaches a map draws and their line widths (computed once per layer and limit)."""
+    hit = _DRAWN_STREAMS.get((id(streams), limit))
+    if hit is not None and hit[0] is streams:
+        return hit[1], hit[2]
     ua = streams["upstream_area_km2"].astype(float).clip(lower=1e-3)
     t = (np.log10(ua) - np.log10(ua.min())) / max(np.log10(ua.max() / ua.min()), 1e-9)
-    lw = 0.2 + 2.0 * t ** 3  # headwaters hairline, the main stem bold
-    if len(streams) > MAX_DRAWN_REACHES:
+    lw = (0.2 + 2.0 * t ** 3).to_numpy()  # headwaters hairline, the main stem bold
+    drawn = streams
+    if len(streams) > limit:
         # large basins (1e5 reaches at 2e8 cells took minutes per map): the largest
         # reaches only, simplified to a tenth of a map pixel
-        keep = np.sort(np.argsort(-ua.to_numpy(), kind="stable")[:MAX_DRAWN_REACHES])
+        keep = np.sort(np.argsort(-ua.to_numpy(), kind="stable")[:limit])
         x0, y0, x1, y1 = streams.total_bounds
-        streams = streams.iloc[keep].copy()
-        streams["geometry"] = streams.geometry.simplify(max(x1 - x0, y1 - y0) / 10_000)
-        lw = lw.iloc[keep]
-    streams.plot(ax=ax, color="#1f78b4", linewidth=lw.to_numpy())
+        drawn = streams.iloc[keep].copy()
+        drawn["geometry"] = drawn.geometry.simplify(max(x1 - x0, y1 - y0) / 10_000)
+        lw = lw[keep]
+    _DRAWN_STREAMS.clear()          # one run's layer at a time
+    _DRAWN_STREAMS[(id(streams), limit)] = (streams, drawn, lw)
+    return drawn, lw
 
 
 def basin_map(run: RunOutputs) -> Figure:
