@@ -24,6 +24,7 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+import shapely
 import rasterio
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm, Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
@@ -65,9 +66,11 @@ def _rgb(s: str) -> tuple[float, float, float]:
     return (r / 255, g / 255, b / 255)
 
 
-def _frame(ax, run: RunOutputs) -> None:
+def _frame(ax, run: RunOutputs, view: tuple | None = None) -> None:
+    """Basin outline, limits, scale bar and north arrow; ``view`` (xmin, ymin, xmax, ymax)
+    zooms in (default: the whole basin)."""
     run.boundary.boundary.plot(ax=ax, color="#222222", linewidth=1.0)
-    xmin, ymin, xmax, ymax = run.boundary.total_bounds
+    xmin, ymin, xmax, ymax = run.boundary.total_bounds if view is None else view
     pad = 0.03 * max(xmax - xmin, ymax - ymin)
     ax.set_xlim(xmin - pad, xmax + pad)
     ax.set_ylim(ymin - pad, ymax + pad)
@@ -94,11 +97,28 @@ MAX_DRAWN_REACHES = 5000     # a map is ~1000 px wide: more reaches are sub-pixe
 _DRAWN_STREAMS: dict = {}     # id(run.streams) -> (run.streams, drawn subset, line widths)
 
 
-def _streams(ax, run: RunOutputs) -> None:
+def _streams(ax, run: RunOutputs, view: tuple | None = None) -> None:
     if run.streams is None or run.streams.empty:
         return
     streams, lw = _drawn_streams(run.streams, MAX_DRAWN_REACHES)
-    streams.plot(ax=ax, color="#1f78b4", linewidth=lw)
+    if view is not None:
+        idx = _within(streams, view)
+        streams, lw = streams.iloc[idx], lw[idx]
+    if len(streams):
+        streams.plot(ax=ax, color="#1f78b4", linewidth=lw)
+
+
+def _within(gdf, view: tuple) -> np.ndarray:
+    """Sorted positions of the features of ``gdf`` that meet the box ``view``."""
+    return np.sort(gdf.sindex.query(shapely.box(*view)))
+
+
+def _project_view(extent: tuple) -> tuple:
+    """(xmin, ymin, xmax, ymax) around a raster extent (left, right, bottom, top): 25 %
+    margin, at least 1.5 km, so a project's map shows its surroundings."""
+    x0, x1, y0, y1 = extent
+    pad = max(0.25 * max(x1 - x0, y1 - y0), 1500.0)
+    return (x0 - pad, y0 - pad, x1 + pad, y1 + pad)
 
 
 def _drawn_streams(streams, limit: int):
@@ -220,10 +240,13 @@ def raster_map(run: RunOutputs, key: str, title: str, unit: str, log_scale: bool
             norm = Normalize(vmin=float(pos.min()) if pos.size else 0, vmax=float(pos.max()) if pos.size else 1)
         im = ax.imshow(data, extent=extent, cmap="viridis", norm=norm, interpolation="nearest")
         fig.colorbar(im, ax=ax, shrink=0.7, label=unit)
-    _frame(ax, run)
+    # a project's credit raster covers its sites only: zoom in (a dot on the basin map)
+    view = _project_view(extent) if key.startswith("credits_") else None
+    _frame(ax, run, view)
     if key != "upstream_area_km2":  # the upstream-area raster shows the streams already
-        _streams(ax, run)
-    run.sites.boundary.plot(ax=ax, color="red", linewidth=0.8)
+        _streams(ax, run, view)
+    sites = run.sites if view is None else run.sites.iloc[_within(run.sites, view)]
+    sites.boundary.plot(ax=ax, color="red", linewidth=0.8)
     ax.set_title(title, fontsize=10)
     return fig
 
