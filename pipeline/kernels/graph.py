@@ -133,6 +133,14 @@ def row_sums(indptr, indices, weights, area, sources, removed, limit):
 
 
 @njit(cache=True, nogil=True)
+def _tree_buffers(n):
+    """Per-node work arrays of a search and its tree (reset per source through ``touched``)."""
+    return (np.full(n, np.inf), np.full(n, -1, np.int64), np.zeros(n, np.bool_), np.empty(n, np.int64),
+            np.zeros(n, np.int64), np.zeros(n, np.int64), np.empty(n, np.int64), np.empty(n, np.int64),
+            np.zeros(n, np.int64), np.zeros(n, np.int64), np.empty(n, np.int64))
+
+
+@njit(cache=True, nogil=True)
 def tree_terms(indptr, indices, weights, area, sources, limit):
     """One search per source: R_s, and per node k the connector bound and repair cost.
 
@@ -142,17 +150,7 @@ def tree_terms(indptr, indices, weights, area, sources, limit):
     (the edge scans a repair of k would take).
     """
     n = area.shape[0]
-    dist = np.full(n, np.inf)
-    pred = np.full(n, -1, np.int64)
-    done = np.zeros(n, np.bool_)
-    touched = np.empty(n, np.int64)
-    nchild = np.zeros(n, np.int64)
-    cstart = np.zeros(n, np.int64)
-    children = np.empty(n, np.int64)
-    order = np.empty(n, np.int64)
-    tin = np.zeros(n, np.int64)
-    sub = np.zeros(n, np.int64)
-    stack = np.empty(n, np.int64)
+    dist, pred, done, touched, nchild, cstart, children, order, tin, sub, stack = _tree_buffers(n)
     subdeg = np.zeros(n, np.int64)
     hk = np.empty(indices.shape[0] + 2, np.float64)
     hv = np.empty(indices.shape[0] + 2, np.int64)
@@ -198,17 +196,7 @@ def connector_losses(indptr, indices, weights, area, sources, limit, selected):
     Returns (losses, edge scans).
     """
     n = area.shape[0]
-    dist = np.full(n, np.inf)
-    pred = np.full(n, -1, np.int64)
-    done = np.zeros(n, np.bool_)
-    touched = np.empty(n, np.int64)
-    nchild = np.zeros(n, np.int64)
-    cstart = np.zeros(n, np.int64)
-    children = np.empty(n, np.int64)
-    order = np.empty(n, np.int64)
-    tin = np.zeros(n, np.int64)
-    sub = np.zeros(n, np.int64)
-    stack = np.empty(n, np.int64)
+    dist, pred, done, touched, nchild, cstart, children, order, tin, sub, stack = _tree_buffers(n)
     nd = np.full(n, np.inf)
     mark = np.zeros(n, np.int64)       # == stamp: node is in the subtree being repaired
     fixed = np.zeros(n, np.int64)      # == stamp: repaired distance is final

@@ -141,6 +141,27 @@ def outlet_cell(acc, idxs):
 
 
 @njit(cache=True, nogil=True)
+def _downstream(flat, cur, nrows, ncols, nodata):
+    """Flat index of the cell ``cur`` drains to, or -1 where its D8 path ends: ``cur``
+    coded nodata or 0 (outlet/pit), pointing off the grid or into nodata."""
+    code = np.int64(flat[cur])
+    if code == nodata:
+        return -1
+    dr, dc = _d8_offset(code)
+    if dr == 0 and dc == 0:
+        return -1
+    r = cur // ncols
+    rr = r + dr
+    cc = cur - r * ncols + dc
+    if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
+        return -1
+    nxt = rr * ncols + cc
+    if np.int64(flat[nxt]) == nodata:
+        return -1
+    return nxt
+
+
+@njit(cache=True, nogil=True)
 def downstream_path(d8, start, nodata, dx, dy):
     """D8 flow path from ``start`` down to the basin outlet.
 
@@ -164,24 +185,12 @@ def downstream_path(d8, start, nodata, dx, dy):
     cur = start
     limit = flat.shape[0]
     while n <= limit:
-        code = np.int64(flat[cur])
-        if code == nodata:
+        nxt = _downstream(flat, cur, nrows, ncols, nodata)
+        if nxt < 0:
             break
-        dr, dc = _d8_offset(code)
-        if dr == 0 and dc == 0:
-            break
-        r = cur // ncols
-        c = cur - r * ncols
-        rr = r + dr
-        cc = c + dc
-        if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
-            break
-        nxt = rr * ncols + cc
-        if np.int64(flat[nxt]) == nodata:
-            break
-        if dr != 0 and dc != 0:
+        if nxt // ncols != cur // ncols and nxt % ncols != cur % ncols:
             step = diag
-        elif dr != 0:
+        elif nxt // ncols != cur // ncols:
             step = dy
         else:
             step = dx
@@ -221,23 +230,11 @@ def lowest_seeds(d8, seeds, seed_r0, seed_c0, seed_mask, nodata):
         cur = seeds[k]
         lowest = True
         for _ in range(limit):
-            code = np.int64(flat[cur])
-            if code == nodata:
+            nxt = _downstream(flat, cur, nrows, ncols, nodata)
+            if nxt < 0:
                 break
-            dr, dc = _d8_offset(code)
-            if dr == 0 and dc == 0:
-                break
-            r = cur // ncols
-            c = cur - r * ncols
-            rr = r + dr
-            cc = c + dc
-            if rr < 0 or rr >= nrows or cc < 0 or cc >= ncols:
-                break
-            nxt = rr * ncols + cc
-            if np.int64(flat[nxt]) == nodata:
-                break
-            lr = rr - seed_r0
-            lc = cc - seed_c0
+            lr = nxt // ncols - seed_r0
+            lc = nxt % ncols - seed_c0
             if 0 <= lr < mr and 0 <= lc < mc and seed_mask[lr, lc]:
                 lowest = False
                 break
