@@ -151,6 +151,17 @@ def _profile(side: int) -> dict:
                 BIGTIFF="IF_SAFER")
 
 
+def _write_dem_in_child(path: Path, n_cells: int, generator: str) -> Path:
+    """:func:`write_dem` in a subprocess. On Linux a child's ru_maxrss starts from its
+    parent's high-water mark (kept across fork and exec): a parent that held the DEM
+    would put a floor under every tool's peak RSS."""
+    code = "import sys; from pathlib import Path; from bench.hydrology import write_dem; " \
+           "write_dem(Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3])"
+    subprocess.run([sys.executable, "-c", code, str(path), str(int(n_cells)), generator], check=True,
+                   cwd=str(Path(__file__).resolve().parents[1]))
+    return path
+
+
 def write_dem(path: Path, n_cells: int, generator: str = "fft") -> Path:
     """Square DEM GeoTIFF of about ``n_cells`` cells; ``generator`` "fft" or "strips".
 
@@ -332,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             _run_child(tool, warm, tmp, args.chunk, args.timeout)
         for n in _parse_sizes(args.sizes):
             t0 = time.perf_counter()
-            dem = write_dem(tmp / f"dem_{n}.tif", n, args.generator)
+            dem = _write_dem_in_child(tmp / f"dem_{n}.tif", n, args.generator)
             print(f"\n== {n:.0e} cells (DEM written in {time.perf_counter() - t0:.1f} s)",
                   flush=True)
             work = tmp / f"run_{n}"
