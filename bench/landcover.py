@@ -246,6 +246,18 @@ def _run_child(indicator: str, tool: str, lc: Path, st: Path, out: Path, chunk: 
     return res
 
 
+def _compare_in_child(indicator: str, ours: Path, ref: Path, r_ours: dict, r_ref: dict) -> dict:
+    """:func:`_compare` in a subprocess, so the parent never holds a raster (see
+    :func:`_write_inputs_in_child`)."""
+    code = ("import json, sys; from pathlib import Path; from bench.landcover import _compare; "
+            "a = json.loads(sys.argv[1]); "
+            "print(json.dumps(_compare(a[0], Path(a[1]), Path(a[2]), a[3], a[4])))")
+    arg = json.dumps([indicator, str(ours), str(ref), r_ours, r_ref])
+    out = subprocess.run([sys.executable, "-c", code, arg], check=True, capture_output=True, text=True,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def _compare(indicator: str, ours: Path, ref: Path, r_ours: dict, r_ref: dict) -> dict:
     if indicator.startswith("connectivity"):
         if not (r_ours.get("ok") and r_ref.get("ok")):
@@ -306,8 +318,8 @@ def run(args) -> int:
                 out = work / f"{ind}_{tool}.npy"
                 rr[tool] = _run_child(ind, tool, lc, st, out, chunk, timeout)
                 print(_fmt(rr[tool]), flush=True)
-            cmp = _compare(ind, work / f"{ind}_ours.npy", work / f"{ind}_{REFERENCE[ind]}.npy",
-                           rr["ours"], rr[REFERENCE[ind]])
+            cmp = _compare_in_child(ind, work / f"{ind}_ours.npy", work / f"{ind}_{REFERENCE[ind]}.npy",
+                                    rr["ours"], rr[REFERENCE[ind]])
             for tool in rr:
                 (work / f"{ind}_{tool}.npy").unlink(missing_ok=True)
             results["runs"].append({"indicator": ind, "ours": rr["ours"], "reference": rr[REFERENCE[ind]],
