@@ -60,6 +60,26 @@ def _search(indptr, indices, weights, src, removed, limit, dist, pred, done, tou
 
 
 @njit(cache=True, nogil=True)
+def _row_sum(area, dist, touched, nt):
+    """sum_j a_j exp(-dist_j) over the nt nodes a search touched."""
+    acc = 0.0
+    for q in range(nt):
+        v = touched[q]
+        acc += area[v] * np.exp(-dist[v])
+    return acc
+
+
+@njit(cache=True, nogil=True)
+def _reset(touched, nt, dist, pred, done):
+    """Undo a search on the nodes it touched, so the buffers serve the next source."""
+    for q in range(nt):
+        v = touched[q]
+        dist[v] = np.inf
+        pred[v] = -1
+        done[v] = False
+
+
+@njit(cache=True, nogil=True)
 def _preorder(s, touched, nt, pred, nchild, cstart, children, order, tin, sub, stack):
     """Preorder of s's shortest-path tree over its nt touched nodes.
 
@@ -119,16 +139,8 @@ def row_sums(indptr, indices, weights, area, sources, removed, limit):
         s = sources[t]
         nt = _search(indptr, indices, weights, s, removed, limit, dist, pred, done, touched, hk, hv)
         visits += nt
-        acc = 0.0
-        for q in range(nt):
-            v = touched[q]
-            acc += area[v] * np.exp(-dist[v])
-        out[t] = acc
-        for q in range(nt):
-            v = touched[q]
-            dist[v] = np.inf
-            pred[v] = -1
-            done[v] = False
+        out[t] = _row_sum(area, dist, touched, nt)
+        _reset(touched, nt, dist, pred, done)
     return out, visits
 
 
@@ -162,11 +174,7 @@ def tree_terms(indptr, indices, weights, area, sources, limit):
         s = sources[t]
         nt = _search(indptr, indices, weights, s, -1, limit, dist, pred, done, touched, hk, hv)
         visits += nt
-        acc = 0.0
-        for q in range(nt):
-            v = touched[q]
-            acc += area[v] * np.exp(-dist[v])
-        R[t] = acc
+        R[t] = _row_sum(area, dist, touched, nt)
         _preorder(s, touched, nt, pred, nchild, cstart, children, order, tin, sub, stack)
         for q in range(nt):
             v = touched[q]
@@ -179,11 +187,7 @@ def tree_terms(indptr, indices, weights, area, sources, limit):
             if sub[k] > 1:
                 bsum[k] += area[s] * np.exp(-dist[k])
                 cost[k] += subdeg[k] - (indptr[k + 1] - indptr[k])
-        for q in range(nt):
-            v = touched[q]
-            dist[v] = np.inf
-            pred[v] = -1
-            done[v] = False
+        _reset(touched, nt, dist, pred, done)
     return R, bsum, cost, visits
 
 
@@ -255,11 +259,7 @@ def connector_losses(indptr, indices, weights, area, sources, limit, selected):
                 v = order[r]
                 loss += area[v] * (np.exp(-dist[v]) - np.exp(-nd[v]))
             out[k] += area[s] * loss
-        for q in range(nt):
-            v = touched[q]
-            dist[v] = np.inf
-            pred[v] = -1
-            done[v] = False
+        _reset(touched, nt, dist, pred, done)
     return out, scans
 
 
