@@ -185,3 +185,121 @@ def read_array(path: Path, masked_nan: bool = False) -> np.ndarray:
         if masked_nan and src.nodata is not None and arr.dtype.kind == "f":
             arr = np.where(arr == src.nodata, np.nan, arr)
     return arr
+
+
+# --------------------------------------------------------------------------- sparse COG
+def cog_blocksize(shape: tuple[int, int]) -> int:
+    """Largest of 512/256/128 that still leaves room for an overview (GDAL's COG minimum is 128)."""
+    small = min(shape)
+    for b in (512, 256):
+        if small >= 2 * b:
+            return b
+    return 128
+
+
+def cog_levels(height: int, width: int, blocksize: int) -> list[int]:
+    """Overview factors 2, 4, ... until the level fits in one block (GDAL COG ``OVERVIEWS=AUTO``)."""
+    out, f = [], 1
+    while max(-(-height // f), -(-width // f)) > blocksize:
+        f *= 2
+        out.append(f)
+    return out
+
+
+def _average_2x2(block: np.ndarray, nodata: float) -> np.ndarray:
+    """(bands, h, w) -> (bands, ceil(h/2), ceil(w/2)): mean of the valid cells of each 2 x 2
+    group (GDAL AVERAGE with nodata); nodata where a group has none."""
+    b, h, w = block.shape
+    ph, pw = h + h % 2, w + w % 2
+    valid = np.zeros((b, ph, pw), bool)
+    vals = np.zeros((b, ph, pw), np.float64)
+    ok = block != nodata
+    if block.dtype.kind == "f":
+        ok &= ~np.isnan(block)
+    valid[:, :h, :w] = ok
+    vals[:, :h, :w] = np.where(ok, block, 0.0)
+    s = vals.reshape(b, ph // 2, 2, pw // 2, 2).sum(axis=(2, 4))
+    n = valid.reshape(b, ph // 2, 2, pw // 2, 2).sum(axis=(2, 4))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, s / np.maximum(n, 1), nodata).astype(block.dtype)
+
+
+def sparse_cog(src: Path, windows: list[tuple[int, int, int, int]], dst: Path) -> Path:
+    """Copy a sparse tiled float GeoTIFF to a COG, building overviews over ``windows`` only.
+
+    ``windows`` (row0, col0, height, width) cover every cell of ``src`` that holds data;
+    everything else is nodata (blocks never written). GDAL's COG driver would average
+    the whole extent for each overview level - minutes for a project raster spanning a
+    large basin - so the levels are averaged here window by window (2 x 2 mean of the
+    valid cells, level k from level k-1, as GDAL's AVERAGE), written as sparse GeoTIFFs,
+    attached to ``src`` through a VRT and copied with ``OVERVIEWS=FORCE_USE_EXISTING``.
+    ``dst`` is written atomically; band descriptions and tags are kept.
+    """
+    from rasterio.shutil import copy as rio_copy
+
+    src, dst = Path(src), Path(dst)
+    with rasterio.open(src) as ds:
+        prof, tags = ds.profile.copy(), ds.tags()
+        descs, nodata, dtype = ds.descriptions, ds.nodata, np.dtype(ds.dtypes[0])
+        height, width, transform = ds.height, ds.width, ds.transform
+    blocksize = cog_blocksize((height, width))
+    if dtype.kind != "f" or nodata is None:
+        raise ValueError("sparse_cog needs a float raster with a nodata value")
+    stem = dst.with_name(f".{dst.stem}.{os.getpid()}")
+    level_paths: list[Path] = []
+    prev, h, w = src, height, width
+    wins = [(r0, c0, r0 + hh, c0 + ww) for r0, c0, hh, ww in windows]
+    try:
+        for f in cog_levels(height, width, blocksize):
+            h2, w2 = -(-h // 2), -(-w // 2)
+            path = Path(f"{stem}.ovr{f}.tif")
+            lp = dict(prof, width=w2, height=h2, transform=transform * rasterio.Affine.scale(f), tiled=True,
+                      blockxsize=256, blockysize=256, compress="DEFLATE", zlevel=1, SPARSE_OK=True)
+            wins = [(r0 // 2, c0 // 2, -(-r1 // 2), -(-c1 // 2)) for r0, c0, r1, c1 in wins]
+            with rasterio.open(prev) as rd, rasterio.open(path, "w", **lp) as wr:
+                for r0, c0, r1, c1 in wins:
+                    rwin = rasterio.windows.Window(2 * c0, 2 * r0, min(2 * c1, w) - 2 * c0, min(2 * r1, h) - 2 * r0)
+                    wr.write(_average_2x2(rd.read(window=rwin), nodata),
+                             window=rasterio.windows.Window(c0, r0, c1 - c0, r1 - r0))
+            level_paths.append(path)
+            prev, h, w = path, h2, w2
+        vrt = Path(f"{stem}.vrt")
+        vrt.write_text(_overview_vrt(src, prof, level_paths, descs, tags), encoding="utf-8")
+        with rasterio.Env(GDAL_PAM_ENABLED="NO", GTIFF_WRITE_TOWGS84="NO"):
+            tmp = Path(f"{stem}.cog.tif")
+            rio_copy(str(vrt), str(tmp), driver="COG", COMPRESS="DEFLATE", LEVEL=1, BLOCKSIZE=blocksize,
+                     OVERVIEWS="FORCE_USE_EXISTING" if level_paths else "NONE", NUM_THREADS="ALL_CPUS",
+                     SPARSE_OK="YES", PREDICTOR="YES", BIGTIFF="IF_SAFER")
+        verify_written(tmp, dst)
+        os.replace(tmp, dst)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        raise OutputError(f"cannot write raster ({_short(exc)})", path=dst,
+                          fix="check free disk space and write permission") from None
+    finally:
+        for p in [*level_paths, Path(f"{stem}.vrt"), Path(f"{stem}.cog.tif")]:
+            p.unlink(missing_ok=True)
+    return dst
+
+
+def _overview_vrt(src: Path, prof: dict, levels: list[Path], descriptions, tags: dict) -> str:
+    """VRT of ``src`` (with its band descriptions and tags) whose bands list ``levels`` as overviews."""
+    from xml.sax.saxutils import escape, quoteattr
+
+    gdal_type = {"float32": "Float32", "float64": "Float64"}[str(np.dtype(prof["dtype"]))]
+    parts = [f'<VRTDataset rasterXSize="{prof["width"]}" rasterYSize="{prof["height"]}">',
+             f"<SRS>{escape(prof['crs'].to_wkt())}</SRS>",
+             f"<GeoTransform>{', '.join(repr(v) for v in prof['transform'].to_gdal())}</GeoTransform>",
+             "<Metadata>", *(f"<MDI key={quoteattr(str(k))}>{escape(str(v))}</MDI>" for k, v in tags.items()),
+             "</Metadata>"]
+    for b, desc in enumerate(descriptions, 1):
+        parts.append(f'<VRTRasterBand dataType="{gdal_type}" band="{b}">'
+                     f"<Description>{escape(desc or '')}</Description>"
+                     f"<NoDataValue>{prof['nodata']!r}</NoDataValue>"
+                     f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(src))}</SourceFilename>'
+                     f"<SourceBand>{b}</SourceBand></SimpleSource>")
+        for p in levels:
+            parts.append(f'<Overview><SourceFilename relativeToVRT="0">{escape(str(p))}</SourceFilename>'
+                         f"<SourceBand>{b}</SourceBand></Overview>")
+        parts.append("</VRTRasterBand>")
+    parts.append("</VRTDataset>")
+    return "".join(parts)

@@ -6,8 +6,9 @@ project's credits in the table (to floating-point rounding).
 
 A project's raster spans the bounding box of its sites, but only the windows
 around groups of nearby sites are computed and written: the file is a sparse
-tiled GeoTIFF (GDAL ``SPARSE_OK``; blocks never written read as nodata), so time
-and memory follow the sites' area, not the box (sites of one project can lie far
+COG (GDAL ``SPARSE_OK``; blocks never written read as nodata) whose overviews are
+averaged over those windows too (pipeline.io.rasters.sparse_cog), so time and
+memory follow the sites' area, not the box (sites of one project can lie far
 apart in a large basin).
 """
 
@@ -145,15 +146,21 @@ def project_credit_arrays(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: 
 def write_credit_rasters(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
                          canonical_pre: np.ndarray, canonical_post: np.ndarray,
                          path_for) -> dict[str, Path]:
-    """Write one multi-band GeoTIFF per project; return {project_id: path}."""
+    """Write one multi-band COG per project; return {project_id: path}.
+
+    The bands are written window by window into a sparse tiled GeoTIFF, which
+    :func:`pipeline.io.rasters.sparse_cog` turns into the COG with overviews averaged
+    over the same windows only.
+    """
     from rasterio.windows import Window as RioWindow
 
-    from pipeline.io.rasters import GTIFF_OPTIONS, atomic_raster
+    from pipeline.io.rasters import GTIFF_OPTIONS, atomic_raster, sparse_cog
 
     written = {}
     for pid, group in sites.groupby("project_id", sort=True):
         win = project_window(group.geometry, grid)
-        path = path_for(pid)
+        path = Path(path_for(pid))
+        main = path.with_name(f".{path.stem}.main.tif")
         profile = dict(GTIFF_OPTIONS, width=win.width, height=win.height, count=len(BANDS),
                        dtype="float64", crs=grid.crs.to_wkt(), transform=win.transform(grid),
                        nodata=NODATA, predictor=3, blockxsize=256, blockysize=256, SPARSE_OK=True)
@@ -162,21 +169,23 @@ def write_credit_rasters(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: G
             profile.pop("blockxsize")
             profile.pop("blockysize")
         groups = site_groups(group.geometry, grid)
-        with atomic_raster(path, profile) as dst:
-            if len(groups) == 1 or not profile["tiled"]:
-                _, arr = project_credit_arrays(group, credits, grid, canonical_pre, canonical_post, win)
-                dst.write(arr)
-            else:
+        if len(groups) == 1 or not profile["tiled"]:
+            groups = [(win, np.arange(len(group)))]
+        try:
+            with atomic_raster(main, profile) as dst:
                 for gwin, members in groups:
                     _, arr = project_credit_arrays(group.iloc[members], credits, grid, canonical_pre,
                                                    canonical_post, gwin)
                     dst.write(arr, window=RioWindow(gwin.col0 - win.col0, gwin.row0 - win.row0,
                                                     gwin.width, gwin.height))
-            for i, name in enumerate(BANDS, 1):
-                dst.set_band_description(i, name)
-            dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
-                            landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
-                                             "(canonical codes 1 forest .. 9 other)")
+                for i, name in enumerate(BANDS, 1):
+                    dst.set_band_description(i, name)
+                dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
+                                landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
+                                                 "(canonical codes 1 forest .. 9 other)")
+            sparse_cog(main, [(g.row0 - win.row0, g.col0 - win.col0, g.height, g.width) for g, _ in groups], path)
+        finally:
+            main.unlink(missing_ok=True)
         written[str(pid)] = path
         log.debug("credit raster %s: %d x %d cells, %d site group(s)", path.name, win.width, win.height,
                   len(groups))
