@@ -100,3 +100,18 @@ def test_slope_queue_by_hand():
     exp = zp[1:-1, 1:-1].copy()
     exp[1, 2] = 2.0
     assert np.array_equal(filled, exp)
+
+
+@settings(max_examples=60, deadline=None)
+@given(tiles())
+def test_float32_bit_keys_order_as_float64_ranks(zp):
+    # float32 tiles are ordered by their monotone bit pattern (computed in the
+    # kernel), float64 tiles by dense ranks; on the same values (negative ones
+    # too) both must flood in the same order: same labels, edges and levels
+    z32 = (zp - 50.0).astype(np.float32)
+    a = K.fill_tile_labels(z32)
+    b = K.fill_tile_labels(z32.astype(np.float64))
+    assert a[0].dtype == np.float32 and b[0].dtype == np.float64
+    assert np.array_equal(a[0], b[0], equal_nan=True)
+    for x, y in zip(a[1:], b[1:]):
+        assert np.array_equal(x, y)

@@ -256,3 +256,39 @@ def test_basin_mask_upstream_mask_and_path():
     assert d8[last] == 0 or K.outlet_mask(f)[last]
     with pytest.raises(InputDataError, match="outside the grid"):
         H.basin_mask(d8da, [(100, 0)])
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunked_dems(), st.integers(0, 2**32 - 1), st.integers(1, 4))
+def test_flow_accumulation_many_equals_separate_runs(case, seed, n_layers):
+    # arbitrary float weights (summation order matters), NaNs, signed zeros and
+    # a dask-chunked D8: every layer must be bit-identical to its own run
+    z, chunks = case
+    _, d8, _ = _one_array(z)
+    rng = np.random.default_rng(seed)
+    layers = []
+    for _ in range(n_layers):
+        w = rng.normal(size=z.shape) * 10.0 ** rng.integers(-3, 4)
+        w[rng.random(z.shape) < 0.1] = np.nan
+        w[rng.random(z.shape) < 0.1] = -0.0
+        w[rng.random(z.shape) < 0.1] = 0.0
+        layers.append(_da(w).chunk(chunks))
+    d8da = _da(d8).chunk(chunks)
+    got = H.flow_accumulation_many(d8da, layers)
+    assert len(got) == n_layers
+    for g, w in zip(got, layers):
+        ref = H.flow_accumulation(d8da, weights=w)
+        assert g.dims == ref.dims and g.chunks == ref.chunks and g.rio.crs == ref.rio.crs
+        assert np.isnan(g.rio.nodata)
+        assert np.array_equal(g.values.view(np.int64), ref.values.view(np.int64))
+
+
+def test_flow_accumulation_many_by_hand():
+    # a 1 x 4 row draining east (codes 1) into an outlet (0): sums run left to right
+    d8 = np.array([[1, 1, 1, 0]], dtype=np.uint8)
+    a = np.array([[1.0, 2.0, 3.0, 4.0]])
+    b = np.array([[N, 10.0, 0.0, 1.0]])
+    got = H.flow_accumulation_many(_da(d8).chunk(2), [_da(a).chunk(2), _da(b).chunk(2)])
+    assert got[0].values.tolist() == [[1.0, 3.0, 6.0, 10.0]]
+    assert got[1].values.tolist() == [[0.0, 10.0, 10.0, 11.0]]
+    assert H.flow_accumulation_many(_da(d8), []) == []

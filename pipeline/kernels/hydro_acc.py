@@ -207,3 +207,121 @@ def solve_perimeter_flow(local, link, target):
                 stack[top] = t
                 top += 1
     return inflow, n - done
+
+
+
+# --------------------------------------------------------------------------- several weights
+#
+# K weight layers accumulated over one topological order: each layer sees the
+# same additions in the same order as a separate :func:`accumulate_block` /
+# :func:`solve_perimeter_flow` run on it, so every layer is bit-identical to it.
+
+
+@njit(cache=True, nogil=True)
+def accumulate_block_many(dp, weights, add_idx, add_val, out):
+    """:func:`accumulate_block` for K weight layers at once.
+
+    ``weights`` and ``out``: (K, h, w) float64; ``add_val``: (m, K). Returns the
+    number of valid cells not reached (cells on cycles).
+    """
+    nk = weights.shape[0]
+    h = dp.shape[0] - 2
+    w = dp.shape[1] - 2
+    indeg = np.zeros((h, w), dtype=np.uint8)
+    nvalid = 0
+    for r in range(h):
+        for c in range(w):
+            code = dp[r + 1, c + 1]
+            if code == 255:
+                for q in range(nk):
+                    out[q, r, c] = 0.0
+                continue
+            nvalid += 1
+            for q in range(nk):
+                out[q, r, c] = weights[q, r, c]
+            k = code_to_k(code)
+            if k < 0:
+                continue
+            rr = r + DROW[k]
+            cc = c + DCOL[k]
+            if 0 <= rr < h and 0 <= cc < w and dp[rr + 1, cc + 1] != 255:
+                indeg[rr, cc] += 1
+    for i in range(add_idx.shape[0]):
+        rr = add_idx[i] // w
+        cc = add_idx[i] - rr * w
+        for q in range(nk):
+            if add_val[i, q] != 0:          # as the one-layer callers, which drop zero inflows
+                out[q, rr, cc] += add_val[i, q]
+    stack = np.empty(nvalid, dtype=np.int64)
+    top = 0
+    for r in range(h):
+        for c in range(w):
+            if dp[r + 1, c + 1] != 255 and indeg[r, c] == 0:
+                stack[top] = r * w + c
+                top += 1
+    done = 0
+    while top > 0:
+        top -= 1
+        idx = stack[top]
+        done += 1
+        r = idx // w
+        c = idx - r * w
+        k = code_to_k(dp[r + 1, c + 1])
+        if k < 0:
+            continue
+        rr = r + DROW[k]
+        cc = c + DCOL[k]
+        if 0 <= rr < h and 0 <= cc < w and dp[rr + 1, cc + 1] != 255:
+            for q in range(nk):
+                out[q, rr, cc] += out[q, r, c]
+            indeg[rr, cc] -= 1
+            if indeg[rr, cc] == 0:
+                stack[top] = rr * w + cc
+                top += 1
+    return nvalid - done
+
+
+@njit(cache=True, nogil=True)
+def solve_perimeter_flow_many(local, link, target):
+    """:func:`solve_perimeter_flow` for K layers: ``local`` (n, K) -> inflow (n, K)."""
+    n = local.shape[0]
+    nk = local.shape[1]
+    indeg = np.zeros(n, dtype=np.int64)
+    for i in range(n):
+        if link[i] >= 0 and link[i] != i:
+            indeg[link[i]] += 1
+        if target[i] >= 0:
+            indeg[target[i]] += 1
+    inflow = np.zeros_like(local)
+    via = np.zeros_like(local)
+    stack = np.empty(n, dtype=np.int64)
+    top = 0
+    for i in range(n):
+        if indeg[i] == 0:
+            stack[top] = i
+            top += 1
+    done = 0
+    while top > 0:
+        top -= 1
+        u = stack[top]
+        done += 1
+        lk = link[u]
+        if lk == u:
+            for q in range(nk):
+                via[u, q] += inflow[u, q]
+        elif lk >= 0:
+            for q in range(nk):
+                via[lk, q] += inflow[u, q]
+            indeg[lk] -= 1
+            if indeg[lk] == 0:
+                stack[top] = lk
+                top += 1
+        t = target[u]
+        if t >= 0:
+            for q in range(nk):
+                inflow[t, q] += local[u, q] + via[u, q]
+            indeg[t] -= 1
+            if indeg[t] == 0:
+                stack[top] = t
+                top += 1
+    return inflow, n - done

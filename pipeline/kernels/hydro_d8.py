@@ -17,10 +17,12 @@ Cells without a strictly lower neighbour:
 Low edges are same-elevation neighbours that already drain (they have a lower
 neighbour, or are outlets). On a depression-filled DEM every flat has one.
 
-The flat resolver works on a sparse list of flat cells (a neighbour table), so
-the same code resolves flats of one array, flats inside one tile, and flats
-spanning several tiles (gathered centrally); the result depends only on the
-flat's geometry, never on the tiling.
+The flat resolver works on a sparse list of flat cells (a neighbour table): it
+resolves the flats of one array and, tile by tile, the flats that span several
+tiles. The tiled D8 resolves the flats inside one tile with the dense per-tile
+kernel of :mod:`pipeline.kernels.hydro_d8_tile` (same codes, tested against
+this module). The result depends only on the flat's geometry, never on the
+tiling.
 """
 
 from __future__ import annotations
@@ -36,14 +38,15 @@ def d8_steepest(zp, r0, c0, h, w):
     """Codes for cells ``zp[r0:r0+h, c0:c0+w]``; zp must extend 1 cell beyond them.
 
     NaN = nodata or outside the raster. Returns uint8: ESRI code, 0 (outlet),
-    255 (nodata) or D8_FLAT (254, to be resolved).
+    255 (nodata) or D8_FLAT (254, to be resolved). Drops are computed in float64
+    whatever the dtype of ``zp``, so a float32 tile gives the float64 result.
     """
     out = np.empty((h, w), dtype=np.uint8)
     for i in range(h):
         r = r0 + i
         for j in range(w):
             c = c0 + j
-            z = zp[r, c]
+            z = np.float64(zp[r, c])
             if np.isnan(z):
                 out[i, j] = D8_NODATA
                 continue
@@ -51,7 +54,7 @@ def d8_steepest(zp, r0, c0, h, w):
             bk = -1
             outlet = False
             for k in range(8):
-                zn = zp[r + DROW[k], c + DCOL[k]]
+                zn = np.float64(zp[r + DROW[k], c + DCOL[k]])
                 if np.isnan(zn):
                     outlet = True
                     continue

@@ -98,22 +98,42 @@ def _priority_flood_fill(z, key):
 
 def fill_tile_labels(zp):
     """First tile pass of the tiled fill; see :func:`_fill_tile_labels`."""
+    if zp.size >= 2**31:
+        raise ValueError("a fill tile (with its halo) must have fewer than 2**31 cells")
     zp = np.ascontiguousarray(zp)
+    if zp.dtype == np.float32:
+        return _fill_tile_labels(zp, zp.view(np.uint32), True)
     if zp.dtype.kind != "f":
         zp = zp.astype(np.float64)
-    return _fill_tile_labels(zp, orderable_key(zp))
+    return _fill_tile_labels(zp, orderable_key(zp), False)
 
 
 @njit(cache=True, nogil=True)
-def _fill_tile_labels(zp, key):
+def _sort_key(key, idx, raw_bits):
+    """The heap's elevation key of cell ``idx``: ``key[idx]``, or, with ``raw_bits``, the
+    float32 bit pattern made monotone as :func:`orderable_key` does (computed only
+    for the cells that are pushed)."""
+    u = np.uint64(key[idx])
+    if raw_bits:
+        if u >> np.uint64(31):
+            u = ~u & np.uint64(0xFFFFFFFF)
+        else:
+            u = u | np.uint64(0x80000000)
+    return u
+
+
+@njit(cache=True, nogil=True)
+def _fill_tile_labels(zp, key, raw_bits):
     """First tile pass of the tiled fill (Barnes 2016).
 
-    ``zp``: the tile with a 1-cell halo, NaN outside the raster and at nodata.
-    Returns ``(filled, labels, n_labels, eu, ev, ew)``: the tile flooded from its
-    own perimeter (float64, tile shape), int32 watershed labels (1 = ocean,
-    2.. = one per perimeter seed, 0 = nodata), the number of labels used + 1, and
-    the label graph edges (u < v, spill elevation w = lowest max of the two
-    cells' tile-filled levels over all touching cell pairs).
+    ``zp``: the tile with a 1-cell halo, NaN outside the raster and at nodata;
+    ``key``: its orderable keys, or its float32 bits with ``raw_bits``.
+    Returns ``(filled, labels, n_labels, eu, ev, ew)``: the tile flooded from
+    its own perimeter (tile shape, dtype of ``zp``: filled values are input
+    values), int32 watershed labels (1 = ocean, 2.. = one per perimeter seed,
+    0 = nodata), the number of labels used + 1, and the label graph edges
+    (u < v, spill elevation w = lowest max of the two cells' tile-filled levels
+    over all touching cell pairs).
 
     Besides the priority queue and the pit queue, slopes are climbed with a
     third, plain FIFO queue (Zhou, Sun & Fu 2016, "An efficient variant of the
@@ -124,37 +144,46 @@ def _fill_tile_labels(zp, key):
     the priority queue for the water level. Same filled values, far fewer heap
     operations. Every closed cell is expanded exactly once, so every pair of
     touching cells either shares a label or records a spill edge.
+
+    The arrays are padded by the halo and walked by flat index (neighbour k
+    at ``idx + off[k]``), so the inner loops need no bounds checks and no
+    divisions; the padded index orders cells as the row-major tile index does,
+    so heap ties break the same way. ``labels`` also holds the closed state:
+    -1 = open; halo and nodata cells are closed with label 0, and so are
+    perimeter seeds until they are expanded.
     """
     h = zp.shape[0] - 2
     w = zp.shape[1] - 2
-    n = h * w
-    filled = np.empty((h, w), dtype=np.float64)
-    labels = np.zeros((h, w), dtype=np.int32)
-    closed = np.zeros((h, w), dtype=np.bool_)
+    wp = w + 2
+    z = zp.ravel()
+    kf = key.ravel()
+    off = DROW * wp + DCOL
+    filled = np.empty_like(z)
+    labels = np.zeros(z.shape[0], dtype=np.int32)
     hp = np.empty(max(16, 2 * (h + w)), dtype=np.uint64)
     hsize = 0
-    queue = np.empty(n, dtype=np.int64)     # pit queue (FIFO); each cell enters at most once
+    queue = np.empty(h * w, dtype=np.int32)   # pit queue (FIFO); each cell enters at most once
     phead = 0
     ptail = 0
-    for r in range(h):
-        for c in range(w):
-            v = zp[r + 1, c + 1]
+    for r in range(1, h + 1):
+        for c in range(1, w + 1):
+            idx = r * wp + c
+            v = z[idx]
+            filled[idx] = v
             if np.isnan(v):
-                filled[r, c] = np.nan
-                closed[r, c] = True
                 continue
-            filled[r, c] = v
             ocean = False
             for k in range(8):
-                if np.isnan(zp[r + 1 + DROW[k], c + 1 + DCOL[k]]):
+                if np.isnan(z[idx + off[k]]):
                     ocean = True
                     break
             if ocean:
-                labels[r, c] = OCEAN
-            if ocean or r == 0 or c == 0 or r == h - 1 or c == w - 1:
-                closed[r, c] = True
-                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[r + 1, c + 1]) << np.uint64(32))
-                                        | np.uint64(r * w + c))
+                labels[idx] = OCEAN
+            if ocean or r == 1 or c == 1 or r == h or c == w:
+                hp, hsize = heap64_push(hp, hsize, (_sort_key(kf, idx, raw_bits) << np.uint64(32))
+                                        | np.uint64(idx))
+            else:
+                labels[idx] = -1
     slope = np.empty(max(16, 2 * (h + w)), dtype=np.int64)   # FIFO ring, grows
     shead = 0
     ssize = 0
@@ -172,55 +201,44 @@ def _fill_tile_labels(zp, key):
                 shead = 0
             ssize -= 1
             # expand now only if no open neighbour is as low as this cell
-            r = idx // w
-            c = idx - r * w
-            zc = zp[r + 1, c + 1]
+            zc = z[idx]
             defer = False
             for k in range(8):
-                rr = r + DROW[k]
-                cc = c + DCOL[k]
-                if rr < 0 or cc < 0 or rr >= h or cc >= w or closed[rr, cc]:
-                    continue
-                if zp[rr + 1, cc + 1] <= zc:
+                nb = idx + off[k]
+                if labels[nb] < 0 and z[nb] <= zc:
                     defer = True
                     break
             if defer:
-                hp, hsize = heap64_push(hp, hsize, (np.uint64(key[r + 1, c + 1]) << np.uint64(32))
+                hp, hsize = heap64_push(hp, hsize, (_sort_key(kf, idx, raw_bits) << np.uint64(32))
                                         | np.uint64(idx))
                 continue
         else:
             top, hsize = heap64_pop(hp, hsize)
             idx = np.int64(top & np.uint64(0xFFFFFFFF))
-        r = idx // w
-        c = idx - r * w
-        if labels[r, c] == 0:
-            labels[r, c] = next_label
+        if labels[idx] == 0:
+            labels[idx] = next_label
             next_label += 1
-        lab = labels[r, c]
-        level = filled[r, c]
+        lab = labels[idx]
+        level = filled[idx]
         for k in range(8):
-            rr = r + DROW[k]
-            cc = c + DCOL[k]
-            if rr < 0 or cc < 0 or rr >= h or cc >= w:
-                continue
-            if closed[rr, cc]:
-                ln = labels[rr, cc]
+            nb = idx + off[k]
+            ln = labels[nb]
+            if ln >= 0:
                 if ln != 0 and ln != lab:
                     a = min(ln, lab)
                     b = max(ln, lab)
                     ekey = np.int64(a) * lmax + b
-                    spill = max(level, filled[rr, cc])
+                    spill = max(level, filled[nb])
                     if ekey in edges:
                         if spill < edges[ekey]:
                             edges[ekey] = spill
                     else:
                         edges[ekey] = spill
                 continue
-            closed[rr, cc] = True
-            labels[rr, cc] = lab
-            if zp[rr + 1, cc + 1] <= level:
-                filled[rr, cc] = level
-                queue[ptail] = rr * w + cc
+            labels[nb] = lab
+            if z[nb] <= level:
+                filled[nb] = level
+                queue[ptail] = nb
                 ptail += 1
             else:
                 if ssize == slope.shape[0]:
@@ -229,7 +247,10 @@ def _fill_tile_labels(zp, key):
                         ns[q] = slope[(shead + q) % slope.shape[0]]
                     slope = ns
                     shead = 0
-                slope[(shead + ssize) % slope.shape[0]] = rr * w + cc
+                tail = shead + ssize
+                if tail >= slope.shape[0]:
+                    tail -= slope.shape[0]
+                slope[tail] = nb
                 ssize += 1
     m = len(edges)
     eu = np.empty(m, dtype=np.int64)
@@ -241,7 +262,9 @@ def _fill_tile_labels(zp, key):
         ev[i] = ekey - eu[i] * lmax
         ew[i] = val
         i += 1
-    return filled, labels, next_label, eu, ev, ew
+    filled_t = np.ascontiguousarray(filled.reshape(h + 2, wp)[1:-1, 1:-1])
+    labels_t = np.ascontiguousarray(labels.reshape(h + 2, wp)[1:-1, 1:-1])
+    return filled_t, labels_t, next_label, eu, ev, ew
 
 
 @njit(cache=True, nogil=True)

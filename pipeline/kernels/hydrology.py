@@ -13,7 +13,8 @@ import math
 import numpy as np
 from numba import njit
 
-from pipeline.kernels.hydro_acc import accumulate_block, perimeter_links, solve_perimeter_flow
+from pipeline.kernels.hydro_acc import (accumulate_block, accumulate_block_many, perimeter_links,
+                                        solve_perimeter_flow, solve_perimeter_flow_many)
 from pipeline.kernels.hydro_common import (CODES, D8_FLAT, D8_NODATA, D8_OUTLET, DCOL, DIST,
                                            DROW, code_to_k, count_invalid_codes, outlet_mask)
 from pipeline.kernels.hydro_d8 import (d8_steepest, edge_candidates, edge_links,
@@ -21,16 +22,18 @@ from pipeline.kernels.hydro_d8 import (d8_steepest, edge_candidates, edge_links,
                                        flow_directions_d8, label_max, neighbour_index,
                                        neighbour_index_dense, relax_steps, resolve_flats,
                                        resolve_flats_tiled)
+from pipeline.kernels.hydro_d8_tile import d8_tile
 from pipeline.kernels.hydro_fill import (apply_spill_levels, fill_tile_labels,
                                          priority_flood_fill, solve_spill_graph)
 
 __all__ = [
     "CODES", "D8_FLAT", "D8_NODATA", "D8_OUTLET", "DCOL", "DIST", "DROW", "code_to_k",
     "count_invalid_codes", "outlet_mask", "accumulate_block", "perimeter_links",
-    "solve_perimeter_flow", "d8_steepest", "flat_cell_tables", "flow_directions_d8",
+    "solve_perimeter_flow", "accumulate_block_many", "solve_perimeter_flow_many",
+    "d8_steepest", "flat_cell_tables", "flow_directions_d8",
     "neighbour_index", "neighbour_index_dense", "resolve_flats", "flat_components",
     "relax_steps", "edge_candidates", "edge_links", "label_max", "flat_mask",
-    "resolve_flats_tiled",
+    "resolve_flats_tiled", "d8_tile",
     "apply_spill_levels", "fill_tile_labels", "priority_flood_fill", "solve_spill_graph",
     "accumulate", "slope_horn", "ellipsoid_cell_area_m2", "ellipsoid_metres_per_degree",
     "upstream_mask", "downstream_cells",

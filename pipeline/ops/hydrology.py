@@ -9,10 +9,11 @@ size, not on the raster size. Results are identical for any chunking.
 What is tiled:
 - fill: Barnes (2016) labels + spill graph (exact);
 - D8: steepest descent per tile with a 2-cell halo; flats entirely inside one
-  tile are resolved in that tile; flats that cross tile edges are resolved tile
-  by tile too: their Barnes (2014) step distances are relaxed per tile, only the
-  distances of flat cells on tile edges are exchanged centrally, until nothing
-  changes (exact: the distances are shortest paths on the flat-cell graph);
+  tile are resolved in that tile (on dense per-tile arrays); flats that cross
+  tile edges are resolved tile by tile too: their Barnes (2014) step distances
+  are relaxed per tile, only the distances of flat cells on tile edges are
+  exchanged centrally, until nothing changes (exact: the distances are
+  shortest paths on the flat-cell graph);
 - accumulation: Barnes (2017) perimeter links (exact for cell counts; weighted
   sums are equal up to float summation order).
 Not tiled (whole D8 grid in memory, 1 byte per cell): upstream_mask,
@@ -89,13 +90,17 @@ def _perimeter(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
 
 # =========================================================================== fill
 
-def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype):
-    """Barnes (2016) tiled priority-flood. Writes tile "filled" into the store."""
+def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype, sink=None):
+    """Barnes (2016) tiled priority-flood. Writes tile "filled" into the store.
+
+    ``sink(tile, filled)``, when given, also receives each final tile inside
+    the parallel pass (e.g. to write it to a GeoTIFF while the tile is in memory).
+    """
 
     def pass1(t: Tile):
         zp = read_halo(zreader, t, 1, np.nan, work_dtype)
         filled, labels, nl, eu, ev, ew = K.fill_tile_labels(zp)
-        store.put("fill_tf", t, filled.astype(work_dtype))
+        store.put("fill_tf", t, filled)
         store.put("fill_lab", t, labels)
         z = zp[1:-1, 1:-1]
         # copies, not views: a view would keep the whole tile's arrays alive
@@ -165,10 +170,12 @@ def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype):
     log.debug("fill: %d tiles, %d labels, %d spill edges", len(tiles), n_nodes, eu.size)
 
     def pass2(t: Tile):
-        filled = store.get("fill_tf", t).astype(np.float64)
+        filled = store.get("fill_tf", t)       # work dtype: levels are filled values too
         labels = store.get("fill_lab", t)
         K.apply_spill_levels(filled, labels, offsets[(t.ty, t.tx)], level)
-        store.put("filled", t, filled.astype(work_dtype))
+        store.put("filled", t, filled)
+        if sink is not None:
+            sink(t, filled)
         return None
 
     run_parallel(pass2, tiles, scheduler)
@@ -178,8 +185,9 @@ def _fill_engine(zreader, tiles, store: ChunkStore, scheduler, work_dtype):
 
 # =========================================================================== D8
 
-def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
-    """Tiled D8 with flats resolved. Writes tile "d8" into the store.
+def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler, sink=None):
+    """Tiled D8 with flats resolved. Writes tile "d8" into the store (and to
+    ``sink(tile, d8)`` when given, inside the parallel pass).
 
     Flats entirely inside a tile are resolved in pass 1. Flats that cross tile
     edges keep their cells in the store (tile by tile); their two step distances
@@ -190,53 +198,19 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
     """
     by_index = {(t.ty, t.tx): i for i, t in enumerate(tiles)}
 
+    def put_d8(t, d8):
+        store.put("d8", t, d8)
+        if sink is not None:
+            sink(t, d8)
+
     def pass1(t: Tile):
-        h, w = t.shape
-        zp = read_halo(freader, t, 2, np.nan, np.float64)
-        dr = K.d8_steepest(zp, 1, 1, h + 2, w + 2)          # tile + 1 ring
-        z1 = zp[1:-1, 1:-1]
+        zp = read_halo(freader, t, 2, np.nan)
+        d8, rows, cols, same, low, ext, lab, nlab, towards, away = K.d8_tile(zp)
         del zp
-        rows, cols, same, low, high = K.flat_cell_tables(z1, dr, 1, 1, h, w)
-        del z1
-        d8 = np.ascontiguousarray(dr[1:-1, 1:-1])
-        del dr
-        if rows.size == 0:
-            store.put("d8_p1", t, d8)
-            return None
-        # bits of same-elevation flat neighbours outside the tile
-        inside = np.zeros(rows.size, dtype=np.uint8)
-        for k in range(8):
-            rr = rows + K.DROW[k]
-            cc = cols + K.DCOL[k]
-            ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
-            inside |= np.where(ok, K.CODES[k], 0).astype(np.uint8)
-        ext = same & ~inside
-        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
-        lab, _ = K.flat_components(nbr)
-        exported = np.zeros(rows.size, dtype=bool)
-        if ext.any():
-            exported = np.isin(lab, np.unique(lab[ext != 0]))
-        del nbr, lab
-        loc = ~exported
-        if loc.any():
-            nbr_l = K.neighbour_index_dense(rows[loc], cols[loc], same[loc], h, w)
-            d8[rows[loc], cols[loc]] = K.resolve_flats(nbr_l, low[loc], high[loc])
-            del nbr_l
         store.put("d8_p1", t, d8)
         del d8
-        if not exported.any():
+        if rows.size == 0:
             return None
-        rows, cols, same, low, high, ext = (a[exported] for a in (rows, cols, same, low,
-                                                                   high, ext))
-        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
-        lab, nlab = K.flat_components(nbr)
-        n = rows.size
-        towards = np.zeros(n, dtype=np.int32)
-        away = np.zeros(n, dtype=np.int32)
-        seed = np.flatnonzero(low != 0)
-        K.relax_steps(nbr, towards, seed, np.ones(seed.size, dtype=np.int32))
-        seed = np.flatnonzero(high)
-        K.relax_steps(nbr, away, seed, np.ones(seed.size, dtype=np.int32))
         for name, a in (("fl_rows", rows), ("fl_cols", cols), ("fl_same", same),
                         ("fl_low", low), ("fl_ext", ext), ("fl_lab", lab),
                         ("fl_tow", towards), ("fl_away", away)):
@@ -249,7 +223,7 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
     res = run_parallel(pass1, tiles, scheduler)
     flat_tiles = [i for i, r in enumerate(res) if r is not None]
     if not flat_tiles:
-        run_parallel(lambda t: store.put("d8", t, store.get("d8_p1", t)), tiles, scheduler)
+        run_parallel(lambda t: put_d8(t, store.get("d8_p1", t)), tiles, scheduler)
         store.drop("d8_p1")
         return
 
@@ -355,7 +329,7 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
             mask = K.flat_mask(towards, away, hgt)
             d8[rows, cols] = K.resolve_flats_tiled(nbr, low, ext, mask, towards, rows, cols,
                                                    t.r0, t.c0, ncols, ekeys, edge_mask)
-        store.put("d8", t, d8)
+        put_d8(t, d8)
         return None
 
     run_parallel(pass2, tiles, scheduler)
@@ -366,18 +340,25 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler):
 
 # =========================================================================== accumulation
 
-def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=None):
-    """Barnes (2017) tiled accumulation; ``sink(tile, acc)`` receives each final tile.
+def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=None,
+                layers: int | None = None):
+    """Barnes (2017) tiled accumulation; ``sink(tile, acc, nodata_mask)`` receives each
+    final tile.
 
-    ``weights_fn(tile)`` -> float64 block or None for cell counts (int64).
+    ``weights_fn(tile)`` -> float64 block or None for cell counts (int64). With
+    ``layers=K``, ``weights_fn`` returns K stacked blocks (K, h, w) and the K
+    sums are carried over one topological order per tile (each layer
+    bit-identical to its own run); ``acc`` is then (K, h, w).
     """
     out_dtype = np.int64 if weights_fn is None else np.float64
     empty_w = np.empty((0, 0), dtype=out_dtype)
+    shape = (lambda t: t.shape) if layers is None else (lambda t: (layers,) + t.shape)
+    block_kernel = K.accumulate_block if layers is None else K.accumulate_block_many
 
     def run_block(t, dp, add_idx, add_val):
-        out = np.empty(t.shape, dtype=out_dtype)
+        out = np.empty(shape(t), dtype=out_dtype)
         w = empty_w if weights_fn is None else np.ascontiguousarray(weights_fn(t), dtype=np.float64)
-        bad = K.accumulate_block(dp, w, add_idx, add_val.astype(out_dtype), out)
+        bad = block_kernel(dp, w, add_idx, add_val.astype(out_dtype), out)
         if bad:
             raise InputDataError(f"the D8 grid has cycles ({bad} cells in tile rows "
                                  f"{t.r0}-{t.r1}, cols {t.c0}-{t.c1} never drain)",
@@ -387,7 +368,8 @@ def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=Non
     def pass1(t: Tile):
         h, w = t.shape
         dp = read_halo(dreader, t, 1, 255, np.uint8)
-        acc = run_block(t, dp, np.empty(0, np.int64), np.empty(0, out_dtype))
+        acc = run_block(t, dp, np.empty(0, np.int64),
+                        np.empty((0,) if layers is None else (0, layers), out_dtype))
         prow, pcol = _perimeter(h, w)
         valid = dp[prow + 1, pcol + 1] != 255
         prow, pcol = prow[valid], pcol[valid]
@@ -399,7 +381,8 @@ def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=Non
         lr = link // w
         lkeys = np.where(link >= 0, (t.r0 + lr) * ncols + (t.c0 + link - lr * w), -1)
         tkeys = np.where(trow != -9, (t.r0 + trow) * ncols + (t.c0 + tcol), -1)
-        return keys, acc[prow, pcol], lkeys, tkeys
+        local = acc[prow, pcol] if layers is None else acc[:, prow, pcol].T
+        return keys, local, lkeys, tkeys
 
     res = run_parallel(pass1, tiles, scheduler)
     keys = np.concatenate([r[0] for r in res])
@@ -417,7 +400,11 @@ def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=Non
 
     link = to_node(lkeys)
     target = to_node(tkeys)
-    inflow, unresolved = K.solve_perimeter_flow(local.astype(out_dtype), link, target)
+    if layers is None:
+        inflow, unresolved = K.solve_perimeter_flow(local.astype(out_dtype), link, target)
+    else:
+        local = np.ascontiguousarray(local.reshape(-1, layers), dtype=np.float64)
+        inflow, unresolved = K.solve_perimeter_flow_many(local, link, target)
     if unresolved:
         raise InputDataError(f"the D8 grid has cycles across tiles ({unresolved} perimeter cells)",
                              fix="recompute flow directions from a depression-filled DEM")
@@ -430,9 +417,11 @@ def _acc_engine(dreader, tiles, ncols: int, scheduler, weights_fn=None, sink=Non
         k = keys[lo:hi]
         r = k // ncols
         c = k - r * ncols
-        sel = (c >= t.c0) & (c < t.c1) & (inflow[lo:hi] != 0)
+        nonzero = inflow[lo:hi] != 0
+        sel = (c >= t.c0) & (c < t.c1) & (nonzero if layers is None else nonzero.any(axis=1))
         add_idx = ((r[sel] - t.r0) * w + (c[sel] - t.c0)).astype(np.int64)
-        acc = run_block(t, dp, add_idx, inflow[lo:hi][sel])
+        add_val = np.ascontiguousarray(inflow[lo:hi][sel])
+        acc = run_block(t, dp, add_idx, add_val)
         sink(t, acc, dp[1:-1, 1:-1] == 255)
         return None
 
@@ -555,7 +544,8 @@ def fill_depressions(dem: xr.DataArray, chunks=None, scheduler=None) -> xr.DataA
 def flow_directions_d8(filled: xr.DataArray, chunks=None, scheduler=None) -> xr.DataArray:
     """D8 ESRI codes (uint8; 0 outlet/pit, 255 nodata) of a filled DEM, flats resolved."""
     _check_2d(filled, "the filled DEM")
-    freader = _FloatView(ArrayReader(filled.data), _nodata_of(filled), np.float64)
+    freader = _FloatView(ArrayReader(filled.data), _nodata_of(filled),
+                         _work_dtype(filled.dtype))
     tiles, grid = tile_grid(filled.shape, _chunks_of(filled, chunks))
     store = ChunkStore(prefix="pipeline-d8-")
     _d8_engine(freader, tiles, filled.shape[1], store, scheduler)
@@ -569,31 +559,71 @@ def _check_d8(d8: xr.DataArray):
                              fix="use the output of flow_directions_d8")
 
 
-def flow_accumulation(d8: xr.DataArray, weights: xr.DataArray | None = None, chunks=None,
-                      scheduler=None) -> xr.DataArray:
-    """Cells draining through each cell, itself included (int64, -1 = nodata); or the
-    sum of ``weights`` over them (float64, NaN = nodata; NaN weights count as 0)."""
-    _check_d8(d8)
-    tiles, grid = tile_grid(d8.shape, _chunks_of(d8, chunks))
+def _checked_d8_reader(d8: xr.DataArray, tiles) -> ArrayReader:
+    """A block reader of ``d8`` after checking that every cell is an ESRI code, 0 or 255."""
     dreader = ArrayReader(d8.data)
     bad = sum(int(K.count_invalid_codes(np.ascontiguousarray(dreader.read(t.r0, t.r1, t.c0, t.c1))))
               for t in tiles)
     if bad:
         raise InputDataError(f"the D8 grid has {bad} cells that are not ESRI codes, 0 or 255",
                              fix="use ESRI D8 codes 1,2,4,...,128; 0 pit; 255 nodata")
-    wfn = None
-    if weights is not None:
-        _check_2d(weights, "the weights")
-        if weights.shape != d8.shape:
-            raise InputDataError(f"weights shape {weights.shape} differs from D8 {d8.shape}",
-                                 fix="align the weight raster to the D8 grid")
-        wreader = ArrayReader(weights.data)
+    return dreader
 
-        def wfn(t):
-            w = np.asarray(wreader.read(t.r0, t.r1, t.c0, t.c1), dtype=np.float64)
-            return np.nan_to_num(w, nan=0.0)
 
+def _weight_blocks(weights: xr.DataArray, d8: xr.DataArray):
+    """``tile -> float64 block`` of a weight raster aligned to ``d8`` (NaN read as 0)."""
+    _check_2d(weights, "the weights")
+    if weights.shape != d8.shape:
+        raise InputDataError(f"weights shape {weights.shape} differs from D8 {d8.shape}",
+                             fix="align the weight raster to the D8 grid")
+    wreader = ArrayReader(weights.data)
+
+    def wfn(t):
+        w = np.asarray(wreader.read(t.r0, t.r1, t.c0, t.c1), dtype=np.float64)
+        return np.nan_to_num(w, nan=0.0)
+
+    return wfn
+
+
+def flow_accumulation(d8: xr.DataArray, weights: xr.DataArray | None = None, chunks=None,
+                      scheduler=None) -> xr.DataArray:
+    """Cells draining through each cell, itself included (int64, -1 = nodata); or the
+    sum of ``weights`` over them (float64, NaN = nodata; NaN weights count as 0)."""
+    _check_d8(d8)
+    tiles, grid = tile_grid(d8.shape, _chunks_of(d8, chunks))
+    dreader = _checked_d8_reader(d8, tiles)
+    wfn = None if weights is None else _weight_blocks(weights, d8)
     return _acc_xr(d8, dreader, tiles, grid, scheduler, wfn)
+
+
+def flow_accumulation_many(d8: xr.DataArray, weights: list[xr.DataArray], chunks=None,
+                           scheduler=None) -> list[xr.DataArray]:
+    """``[flow_accumulation(d8, w) for w in weights]``, bit for bit, in one tiled pass.
+
+    The K weight rasters are accumulated together (Barnes 2017, one topological
+    order per tile carrying K float64 sums), so the D8 grid is read, checked and
+    ordered once instead of K times.
+    """
+    _check_d8(d8)
+    if not weights:
+        return []
+    tiles, grid = tile_grid(d8.shape, _chunks_of(d8, chunks))
+    dreader = _checked_d8_reader(d8, tiles)
+    fns = [_weight_blocks(w, d8) for w in weights]
+    n = len(fns)
+    store = ChunkStore(prefix="pipeline-acc-")
+
+    def wfn(t):
+        return np.stack([f(t) for f in fns])
+
+    def sink(t, acc, nd):
+        acc[:, nd] = np.nan
+        for k in range(n):
+            store.put(f"acc{k}", t, acc[k])
+
+    _acc_engine(dreader, tiles, d8.shape[1], scheduler, wfn, sink, layers=n)
+    return [_wrap(d8, _store_array(store, f"acc{k}", tiles, grid, np.float64), np.nan,
+                  "accumulation") for k in range(n)]
 
 
 def _acc_xr(d8, dreader, tiles, grid, scheduler, wfn, name="accumulation"):
@@ -735,6 +765,33 @@ def _out_paths(out_dir: Path) -> dict:
             "upstream_area_km2": out_dir / "upstream_area_km2.tif"}
 
 
+class _Outputs:
+    """Where the parallel passes of :func:`hydrology_to_files` hand their final tiles.
+
+    With the local threaded (or synchronous) scheduler each task writes its
+    tile into the GeoTIFF itself, while the tile is in memory, so compression
+    overlaps the other worker's computing. Tasks in other processes (a dask
+    cluster) cannot share a GDAL dataset: their tiles go to the store and are
+    copied into the GeoTIFF here, in this process, by :meth:`flush`.
+    """
+
+    def __init__(self, writers: dict, store: ChunkStore, scheduler):
+        self.writers = writers
+        self.store = store
+        self.in_process = scheduler in (None, "threads", "synchronous")
+
+    def sink(self, name: str):
+        if self.in_process:
+            return self.writers[name].write
+        store, key = self.store, f"out_{name}"      # not self: the writers do not pickle
+        return lambda t, a: store.put(key, t, a)
+
+    def flush(self, name: str, tiles) -> None:
+        if not self.in_process:
+            self.store.write_geotiff(f"out_{name}", tiles, self.writers[name])
+            self.store.drop(f"out_{name}")
+
+
 def hydrology_to_files(dem_path, out_dir, chunk_size: int = 2048, scheduler=None) -> dict:
     """DEM GeoTIFF -> filled.tif, d8.tif, accumulation.tif, upstream_area_km2.tif.
 
@@ -762,30 +819,33 @@ def hydrology_to_files(dem_path, out_dir, chunk_size: int = 2048, scheduler=None
                                                 crs, tr, np.nan),
     }
     store = ChunkStore(parent=out_dir, prefix=".hydro-tmp-")
+    out = _Outputs(writers, store, scheduler)
     try:
         zreader = _FloatView(src, src.nodata, work)
         log.info("fill: %d x %d cells, %d tiles of %d", shape[0], shape[1], len(tiles), chunk_size)
-        _fill_engine(zreader, tiles, store, scheduler, work)
-        store.write_geotiff("filled", tiles, writers["filled"])
+        _fill_engine(zreader, tiles, store, scheduler, work, sink=out.sink("filled"))
+        out.flush("filled", tiles)
         log.info("flow directions")
         freader = store.reader("filled", tiles, shape, work)
-        _d8_engine(freader, tiles, shape[1], store, scheduler)
+        _d8_engine(freader, tiles, shape[1], store, scheduler, sink=out.sink("d8"))
+        out.flush("d8", tiles)
         store.drop("filled")
-        store.write_geotiff("d8", tiles, writers["d8"])
         log.info("flow accumulation")
         dreader = store.reader("d8", tiles, shape, np.uint8)
         area = cell_area_rows_m2(crs, tr, shape[0]) / 1e6
         geographic = not np.all(area == area[0])
         cell_km2 = float(area[0])
 
+        acc_out, up_out = out.sink("accumulation"), out.sink("upstream_area_km2")
+
         def acc_sink(t, acc, nd):
             a = acc.astype(acc_dtype)
             a[nd] = acc_nd
-            store.put("acc", t, a)
+            acc_out(t, a)
             if not geographic:
                 up = (acc * cell_km2).astype(np.float32)
                 up[nd] = np.nan
-                store.put("up", t, up)
+                up_out(t, up)
 
         _acc_engine(dreader, tiles, shape[1], scheduler, None, acc_sink)
         if geographic:
@@ -795,12 +855,11 @@ def hydrology_to_files(dem_path, out_dir, chunk_size: int = 2048, scheduler=None
             def up_sink(t, acc, nd):
                 up = acc.astype(np.float32)
                 up[nd] = np.nan
-                store.put("up", t, up)
+                up_out(t, up)
 
             _acc_engine(dreader, tiles, shape[1], scheduler, wfn, up_sink)
-        store.write_geotiff("acc", tiles, writers["accumulation"])
-        store.drop("acc")
-        store.write_geotiff("up", tiles, writers["upstream_area_km2"])
+        out.flush("accumulation", tiles)
+        out.flush("upstream_area_km2", tiles)
         for w in writers.values():
             w.commit()
     except BaseException:
@@ -851,7 +910,7 @@ def accumulate_to_file(d8_path, out_path, chunk_size: int = 2048, scheduler=None
         store.close()
 
 
-__all__ = ["fill_depressions", "flow_directions_d8", "flow_accumulation", "upstream_area_km2",
-           "slope_horn", "depression_depth", "stream_mask", "basin_mask", "downstream_path",
-           "upstream_mask", "hydrology_to_files", "accumulate_to_file", "cell_area_rows_m2",
-           "cell_size_rows_m"]
+__all__ = ["fill_depressions", "flow_directions_d8", "flow_accumulation", "flow_accumulation_many",
+           "upstream_area_km2", "slope_horn", "depression_depth", "stream_mask", "basin_mask",
+           "downstream_path", "upstream_mask", "hydrology_to_files", "accumulate_to_file",
+           "cell_area_rows_m2", "cell_size_rows_m"]
