@@ -96,3 +96,42 @@ def test_d8_tile_flat_by_hand():
     assert rows.size == 0              # nothing leaves the tile through same-level cells
     assert d8[2, 0] == 16
     assert np.all(d8 != 0) and np.all(d8 != K.D8_FLAT)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tiles_with_flats())
+def test_inner_bits_are_the_same_bits_inside_the_tile(zp):
+    # the searches step by flat index along `inner` without bounds checks: an
+    # `inner` bit pointing outside the tile would read another row's cell
+    from pipeline.kernels.hydro_d8_tile import _flat_bits
+
+    h, w = zp.shape[0] - 4, zp.shape[1] - 4
+    dr = K.d8_steepest(zp, 1, 1, h + 2, w + 2)
+    same, inner, _, _, _ = _flat_bits(zp, dr, h, w)
+    rows, cols = np.mgrid[0:h, 0:w]
+    inside = np.zeros((h, w), dtype=np.uint8)
+    for k in range(8):
+        rr, cc = rows + K.DROW[k], cols + K.DCOL[k]
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        inside |= np.where(ok, K.CODES[k], 0).astype(np.uint8)
+    assert np.array_equal(inner, same & inside)
+
+
+def test_flat_leaving_through_a_corner_only():
+    # 3 x 3 tile on a ramp 30 - row - col (halo included); its north-west cell
+    # (tile 0, 0) sits at 5 with one same-level neighbour: the ring cell to its
+    # north-west (code 32); both are walled in by 40s and the ramp (> 5). That flat
+    # leaves the tile through the corner only, so the cell is exported with
+    # same = ext = 32 and keeps D8_FLAT.
+    r, c = np.mgrid[0:7, 0:7]
+    zp = 30.0 - r - c
+    zp[2, 2] = 5.0
+    zp[1, 1] = 5.0
+    zp[0, :2] = zp[:2, 0] = 40.0          # higher around the ring cell
+    zp[0, 2] = zp[2, 0] = 40.0
+    zp[1, 2] = zp[2, 1] = zp[1, 0] = zp[0, 1] = 40.0
+    d8, rows, cols, same, low, ext, lab, nlab, towards, away = K.d8_tile(zp)
+    m = np.flatnonzero((rows == 0) & (cols == 0))
+    assert m.size == 1
+    assert same[m[0]] == 32 and ext[m[0]] == 32
+    assert d8[0, 0] == K.D8_FLAT

@@ -29,17 +29,21 @@ from pipeline.kernels.hydro_d8 import d8_steepest
 
 @njit(cache=True, nogil=True)
 def _flat_bits(zp, dr, h, w):
-    """Dense ``same``, ``low`` bits and ``high`` flags of the flat cells of the tile.
+    """Dense ``same``, ``inner``, ``low`` bits and ``high`` flags of the flat cells of the tile.
 
     ``zp``: tile + 2-cell halo; ``dr``: codes of tile + 1-cell ring. Bits as in
     :func:`pipeline.kernels.hydro_d8.flat_cell_tables` (ring neighbours
-    included). Returns ``(same, low, high, n_flat)``.
+    included); ``inner``: the ``same`` bits that point inside the tile, so the
+    searches can step by flat index without bounds checks. Returns
+    ``(same, inner, low, high, n_flat)``.
     """
     same = np.zeros((h, w), dtype=np.uint8)
+    inner = np.zeros((h, w), dtype=np.uint8)
     low = np.zeros((h, w), dtype=np.uint8)
     high = np.zeros((h, w), dtype=np.bool_)
     n = 0
     for i in range(h):
+        border = i == 0 or i == h - 1
         for j in range(w):
             if dr[i + 1, j + 1] != D8_FLAT:
                 continue
@@ -60,9 +64,15 @@ def _flat_bits(zp, dr, h, w):
                     else:
                         lo |= CODES[k]
             same[i, j] = s
+            inside = s
+            if s != 0 and (border or j == 0 or j == w - 1):
+                for k in range(8):
+                    if not _inside(i + DROW[k], j + DCOL[k], h, w):
+                        inside &= ~CODES[k]
+            inner[i, j] = inside
             low[i, j] = lo
             high[i, j] = hi
-    return same, low, high, n
+    return same, inner, low, high, n
 
 
 @njit(cache=True, nogil=True)
@@ -71,76 +81,82 @@ def _inside(r, c, h, w):
 
 
 @njit(cache=True, nogil=True)
-def _label_flats(dr, same, h, w, queue):
+def _label_flats(dr, same, inner, h, w, queue):
     """Component labels (row-major order of first cell) of the tile's flat cells.
 
     Returns ``(lab, nlab, exported)``: ``lab`` -1 off flats; ``exported[l]`` is
-    True when component ``l`` has a same-elevation flat neighbour outside the tile.
+    True when component ``l`` has a same-elevation flat neighbour outside the
+    tile (a ``same`` bit that is not an ``inner`` bit). The search walks flat
+    indices (neighbour k at ``u + off[k]``) along ``inner`` bits only.
     """
-    lab = np.full((h, w), -1, dtype=np.int32)
+    lab = np.full(h * w, -1, dtype=np.int32)
+    sf = same.ravel()
+    inf = inner.ravel()
+    off = DROW * w + DCOL
     exported = np.zeros(queue.shape[0] + 1, dtype=np.bool_)
     nlab = 0
     for i in range(h):
         for j in range(w):
-            if dr[i + 1, j + 1] != D8_FLAT or lab[i, j] >= 0:
+            start = i * w + j
+            if dr[i + 1, j + 1] != D8_FLAT or lab[start] >= 0:
                 continue
-            lab[i, j] = nlab
-            queue[0] = i * w + j
+            lab[start] = nlab
+            queue[0] = start
             head = 0
             tail = 1
+            ext = False
             while head < tail:
                 u = queue[head]
                 head += 1
-                r = u // w
-                c = u - r * w
-                s = same[r, c]
+                s = inf[u]
+                if s != sf[u]:
+                    ext = True
                 if s == 0:
                     continue
                 for k in range(8):
                     if s & CODES[k]:
-                        rr = r + DROW[k]
-                        cc = c + DCOL[k]
-                        if not _inside(rr, cc, h, w):
-                            exported[nlab] = True
-                        elif lab[rr, cc] < 0:
-                            lab[rr, cc] = nlab
-                            queue[tail] = rr * w + cc
+                        v = u + off[k]
+                        if lab[v] < 0:
+                            lab[v] = nlab
+                            queue[tail] = v
                             tail += 1
+            exported[nlab] = ext
             nlab += 1
-    return lab, nlab, exported[:nlab]
+    return lab.reshape(h, w), nlab, exported[:nlab]
 
 
 @njit(cache=True, nogil=True)
-def _bfs_dense(same, seed, h, w, queue):
+def _bfs_dense(inner, seed, h, w, queue):
     """Step distances (seed = 1, 0 unreached) over same-elevation flat neighbours
-    inside the tile, from the cells where ``seed`` is nonzero."""
-    dist = np.zeros((h, w), dtype=np.int32)
+    inside the tile (``inner`` bits), from the cells where ``seed`` is nonzero;
+    walks flat indices as :func:`_label_flats` does."""
+    n = h * w
+    dist = np.zeros(n, dtype=np.int32)
+    inf = inner.ravel()
+    sd = seed.ravel()
+    off = DROW * w + DCOL
     tail = 0
-    for i in range(h):
-        for j in range(w):
-            if seed[i, j]:
-                dist[i, j] = 1
-                queue[tail] = i * w + j
-                tail += 1
+    for u in range(n):
+        if sd[u]:
+            dist[u] = 1
+            queue[tail] = u
+            tail += 1
     head = 0
     while head < tail:
         u = queue[head]
         head += 1
-        r = u // w
-        c = u - r * w
-        s = same[r, c]
+        s = inf[u]
         if s == 0:
             continue
-        d = dist[r, c] + 1
+        d = dist[u] + 1
         for k in range(8):
             if s & CODES[k]:
-                rr = r + DROW[k]
-                cc = c + DCOL[k]
-                if _inside(rr, cc, h, w) and dist[rr, cc] == 0:
-                    dist[rr, cc] = d
-                    queue[tail] = rr * w + cc
+                v = u + off[k]
+                if dist[v] == 0:
+                    dist[v] = d
+                    queue[tail] = v
                     tail += 1
-    return dist
+    return dist.reshape(h, w)
 
 
 @njit(cache=True, nogil=True)
@@ -251,11 +267,11 @@ def d8_tile(zp):
     w = zp.shape[1] - 4
     dr = d8_steepest(zp, 1, 1, h + 2, w + 2)
     d8 = np.ascontiguousarray(dr[1:-1, 1:-1])
-    same, low, high, nflat = _flat_bits(zp, dr, h, w)
+    same, inner, low, high, nflat = _flat_bits(zp, dr, h, w)
     queue = np.empty(nflat, dtype=np.int32)
-    lab, nlab, exported = _label_flats(dr, same, h, w, queue)
-    towards = _bfs_dense(same, low, h, w, queue)
-    away = _bfs_dense(same, high, h, w, queue)
+    lab, nlab, exported = _label_flats(dr, same, inner, h, w, queue)
+    towards = _bfs_dense(inner, low, h, w, queue)
+    away = _bfs_dense(inner, high, h, w, queue)
     _resolve_local(d8, same, low, lab, exported, towards, away, nlab, h, w)
     rows, cols, s_out, l_out, ext, lab_out, nexp, tow, aw = _exported_tables(
         same, low, lab, exported, towards, away, nlab, h, w)

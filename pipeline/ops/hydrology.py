@@ -211,10 +211,13 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler, sink=No
         del d8
         if rows.size == 0:
             return None
-        for name, a in (("fl_rows", rows), ("fl_cols", cols), ("fl_same", same),
+        # the neighbour table is built once here, not in every relaxation round
+        nbr = K.neighbour_index_dense(rows, cols, same, *t.shape)
+        for name, a in (("fl_rows", rows), ("fl_cols", cols), ("fl_nbr", nbr),
                         ("fl_low", low), ("fl_ext", ext), ("fl_lab", lab),
                         ("fl_tow", towards), ("fl_away", away)):
             store.put(name, t, a)
+        del nbr
         e = np.flatnonzero(ext)
         gkeys = (t.r0 + rows[e]) * ncols + (t.c0 + cols[e])
         return (gkeys, ext[e], e, lab[e], nlab, towards[e], away[e],
@@ -259,10 +262,7 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler, sink=No
     def relax(item):
         i, seeds_t, vals_t, seeds_a, vals_a = item
         t = tiles[i]
-        h, w = t.shape
-        rows, cols, same = (store.get(n, t) for n in ("fl_rows", "fl_cols", "fl_same"))
-        nbr = K.neighbour_index_dense(rows, cols, same, h, w)
-        del rows, cols, same
+        nbr = store.get("fl_nbr", t)
         towards = store.get("fl_tow", t)
         away = store.get("fl_away", t)
         ct = K.relax_steps(nbr, towards, seeds_t, vals_t) if seeds_t.size else 0
@@ -320,11 +320,9 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler, sink=No
         i = by_index[(t.ty, t.tx)]
         d8 = store.get("d8_p1", t)
         if i in lab_off:
-            h, w = t.shape
-            rows, cols, same, low, ext, lab, towards, away = (
-                store.get(n, t) for n in ("fl_rows", "fl_cols", "fl_same", "fl_low", "fl_ext",
+            rows, cols, nbr, low, ext, lab, towards, away = (
+                store.get(n, t) for n in ("fl_rows", "fl_cols", "fl_nbr", "fl_low", "fl_ext",
                                           "fl_lab", "fl_tow", "fl_away"))
-            nbr = K.neighbour_index_dense(rows, cols, same, h, w)
             hgt = node_height[lab_off[i] + lab.astype(np.int64)]
             mask = K.flat_mask(towards, away, hgt)
             d8[rows, cols] = K.resolve_flats_tiled(nbr, low, ext, mask, towards, rows, cols,
@@ -333,7 +331,7 @@ def _d8_engine(freader, tiles, ncols: int, store: ChunkStore, scheduler, sink=No
         return None
 
     run_parallel(pass2, tiles, scheduler)
-    for name in ("d8_p1", "fl_rows", "fl_cols", "fl_same", "fl_low", "fl_ext", "fl_lab",
+    for name in ("d8_p1", "fl_rows", "fl_cols", "fl_nbr", "fl_low", "fl_ext", "fl_lab",
                  "fl_tow", "fl_away"):
         store.drop(name)
 
