@@ -32,12 +32,14 @@ halo of its tiles; default max(riparian_buffer_m, landscape_buffer_m)).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import os
 from pathlib import Path
 
+import dask
 import numpy as np
 import rasterio
 import xarray as xr
@@ -59,6 +61,9 @@ DEFAULTS: dict[str, float] = {
     "riparian_buffer_m": 100.0,
     "landscape_buffer_m": 1000.0,
 }
+
+# temporary GeoTIFFs up to this size are written uncompressed (see _open_part)
+TMP_UNCOMPRESSED_BYTES = 2 * 2**30
 
 NAMES: tuple[str, ...] = (
     "canonical", "natural", "upstream_intensive_share", "upstream_impervious_share",
@@ -112,9 +117,9 @@ def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumula
     out["natural"] = ops._like(canonical, natural.fillna(CLASS_NODATA).astype(np.uint8).data, "natural",
                                CLASS_NODATA)
     if d8 is not None:
-        for name, attr in (("upstream_intensive_share", "intensive"), ("upstream_impervious_share", "impervious"),
-                           ("upstream_pollutant_share", "pollutant")):
-            out[name] = ops.upstream_share(d8, attribute_raster(canonical, attr, table), name, accumulation)
+        names = ("upstream_intensive_share", "upstream_impervious_share", "upstream_pollutant_share")
+        weights = [attribute_raster(canonical, attr, table) for attr in ("intensive", "impervious", "pollutant")]
+        out.update(zip(names, ops.upstream_shares(d8, weights, list(names), accumulation)))
     # patches and connectivity
     patches = ops.label_patches(natural, memo=memo)
     landscape_ha = float(valid.sum().compute()) * cy * cx / 1e4
@@ -134,11 +139,10 @@ def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumula
         rip = ops.disk_share(natural, p["riparian_buffer_m"], "riparian_natural_share", memo=memo)
         out["riparian_natural_share"] = rip.where(st.astype(bool))
         out["riparian_natural_share"].attrs = rip.attrs
-    # local shares
-    for name, attr in (("local_natural_share", "natural"), ("local_intensive_share", "intensive"),
-                       ("local_undisturbed_share", "undisturbed")):
-        out[name] = ops.disk_share(attribute_raster(canonical, attr, table), p["landscape_buffer_m"], name,
-                                   memo=memo)
+    # local shares: one pass over the class raster for the three (same disk)
+    names = ("local_natural_share", "local_intensive_share", "local_undisturbed_share")
+    luts = np.stack([table.lut(attr) for attr in ("natural", "intensive", "undisturbed")])
+    out.update(zip(names, ops.disk_shares(canonical, luts, p["landscape_buffer_m"], list(names), memo=memo)))
     return out, conn
 
 
@@ -153,13 +157,14 @@ def compute_landscape_indicators(landcover_canonical: xr.DataArray, d8: xr.DataA
     out_dir.mkdir(parents=True, exist_ok=True)
     rasters, conn = landscape_rasters(landcover_canonical, d8, accumulation, streams, params, memo=memo)
     paths: dict[str, Path] = {}
-    for name in NAMES:
-        if name not in rasters:
-            continue
-        da = rasters[name]
-        nodata = {np.dtype(np.uint8): CLASS_NODATA, np.dtype(np.int32): 0}.get(np.dtype(da.dtype), np.nan)
-        paths[name] = write_cog_tiled(da, out_dir / f"{name}.tif", nodata, landcover_canonical)
-        log.info("wrote %s", paths[name])
+    for group in _write_groups(rasters):
+        das = [rasters[name] for name in group]
+        nodatas = [{np.dtype(np.uint8): CLASS_NODATA, np.dtype(np.int32): 0}.get(np.dtype(da.dtype), np.nan)
+                   for da in das]
+        written = write_cogs_tiled(das, [out_dir / f"{name}.tif" for name in group], nodatas, landcover_canonical)
+        for name, path in zip(group, written):
+            paths[name] = path
+            log.info("wrote %s", path)
     tab_path = out_dir / "patches.csv"
     _atomic_text(tab_path, conn.table.to_csv(index=False))
     summary = {"pc": conn.pc, "eca_ha": conn.eca_ha, "landscape_area_ha": conn.landscape_area_ha,
@@ -172,6 +177,25 @@ def compute_landscape_indicators(landcover_canonical: xr.DataArray, d8: xr.DataA
 
 
 # --------------------------------------------------------------------------- writing
+# rasters that share most of their work, written from one computation per row of chunks:
+# the three local shares come from one kernel call per block, the patch rasters from one relabel
+SHARED_WORK: tuple[tuple[str, ...], ...] = (
+    ("patch_id", "patch_area_ha", "patch_dpc"),
+    ("local_natural_share", "local_intensive_share", "local_undisturbed_share"),
+)
+
+
+def _write_groups(rasters: dict) -> list[tuple[str, ...]]:
+    """The rasters of :data:`NAMES` present in ``rasters``, in order, grouped by :data:`SHARED_WORK`."""
+    groups: list[tuple[str, ...]] = []
+    for name in NAMES:
+        if name not in rasters or any(name in g for g in groups):
+            continue
+        shared = next((g for g in SHARED_WORK if name in g), (name,))
+        groups.append(tuple(n for n in shared if n in rasters))
+    return groups
+
+
 def _atomic_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -183,49 +207,95 @@ def _atomic_text(path: Path, text: str) -> None:
 
 
 def write_cog_tiled(da: xr.DataArray, path: Path, nodata, grid: xr.DataArray | None = None) -> Path:
-    """Write a (dask) DataArray as a COG (DEFLATE, overviews, nodata, CRS) atomically.
+    """Write a (dask) DataArray as a COG (DEFLATE, overviews, nodata, CRS) atomically;
+    :func:`write_cogs_tiled` of one raster."""
+    return write_cogs_tiled([da], [path], [nodata], grid)[0]
 
-    Rows of chunks are computed one band at a time into a tiled temporary GeoTIFF
-    (uncompressed below 256 MB: it is read once),
-    which GDAL's COG driver then copies (overviews: nearest for integer rasters,
-    average for float); the result replaces ``path`` with ``os.replace``.
+
+def write_cogs_tiled(das: list[xr.DataArray], paths: list[Path], nodatas: list,
+                     grid: xr.DataArray | None = None) -> list[Path]:
+    """Write K (dask) DataArrays of one grid as COGs (DEFLATE, overviews, nodata, CRS) atomically.
+
+    Each row of chunks is computed for the K rasters in one dask computation (work
+    they share, e.g. one kernel call for several outputs or one read of their
+    input, is done once) into K tiled temporary GeoTIFFs, which GDAL's COG driver
+    then copies (overviews: nearest for integer rasters, average for float); each
+    result replaces its path with ``os.replace``.
     """
-    path = Path(path)
-    ref = grid if grid is not None else da
-    transform = ref.rio.transform()
-    crs = ref.rio.crs
-    data = da.data
-    dtype = np.dtype(da.dtype)
-    ny, nx = data.shape
-    tmp_gt = path.with_name(f".{path.stem}.{os.getpid()}.part.tif")
-    tmp_cog = path.with_name(f".{path.stem}.{os.getpid()}.cog.tif")
-    is_int = dtype.kind in "iub"
-    # the temporary file is read once by the COG copy: uncompressed unless it would be large
-    tmp_comp = dict(compress="DEFLATE", zlevel=1) if ny * nx * dtype.itemsize > 256 * 2**20 else {}
-    # largest block size that still leaves room for at least one overview level
-    block = next((b for b in (512, 256, 128, 64) if min(ny, nx) >= 2 * b), 64)
+    paths = [Path(p) for p in paths]
+    ref = grid if grid is not None else das[0]
+    datas = [_row_aligned(da.data, das[0].data) for da in das]
+    dtypes = [np.dtype(da.dtype) for da in das]
+    pid = os.getpid()
+    tmp_gts = [p.with_name(f".{p.stem}.{pid}.part.tif") for p in paths]
+    tmp_cogs = [p.with_name(f".{p.stem}.{pid}.cog.tif") for p in paths]
     try:
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
-            with rasterio.open(tmp_gt, "w", driver="GTiff", width=nx, height=ny, count=1, dtype=dtype,
-                               crs=crs, transform=transform, nodata=nodata, tiled=True, blockxsize=256,
-                               blockysize=256, BIGTIFF="IF_SAFER", **tmp_comp) as dst:
-                if hasattr(data, "blocks"):
-                    row = 0
-                    for i in range(data.numblocks[0]):
-                        band = np.asarray(data.blocks[i].compute())
-                        dst.write(band.astype(dtype, copy=False), 1, window=Window(0, row, nx, band.shape[0]))
-                        row += band.shape[0]
-                else:
-                    dst.write(np.asarray(data).astype(dtype, copy=False), 1)
-            # DEFLATE level 1 and threads: as pipeline.report.cog.convert_to_cog
-            rio_copy(str(tmp_gt), str(tmp_cog), driver="COG", COMPRESS="DEFLATE", LEVEL=1, OVERVIEWS="AUTO",
-                     RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block, NUM_THREADS="ALL_CPUS",
-                     SPARSE_OK="YES", PREDICTOR="NO" if is_int else "YES", BIGTIFF="IF_SAFER")
-        os.replace(tmp_cog, path)
+            with contextlib.ExitStack() as stack:
+                dsts = [stack.enter_context(_open_part(t, d.shape, dt, nd, ref))
+                        for t, d, dt, nd in zip(tmp_gts, datas, dtypes, nodatas)]
+                _write_rows(datas, dtypes, dsts)
+            for tmp_gt, tmp_cog, dt in zip(tmp_gts, tmp_cogs, dtypes):
+                _cog_copy(tmp_gt, tmp_cog, dt, min(datas[0].shape))
+        for tmp_cog, path in zip(tmp_cogs, paths):
+            os.replace(tmp_cog, path)
     except (OSError, rasterio.errors.RasterioError) as exc:
-        tmp_cog.unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path.name}: {exc}", path=path,
+        for tmp_cog in tmp_cogs:
+            tmp_cog.unlink(missing_ok=True)
+        names = ", ".join(p.name for p in paths)
+        raise OutputError(f"cannot write {names}: {exc}", path=paths[0],
                           fix="check free disk space and write permission of the output folder") from None
     finally:
-        tmp_gt.unlink(missing_ok=True)
-    return path
+        for tmp_gt in tmp_gts:
+            tmp_gt.unlink(missing_ok=True)
+    return paths
+
+
+def _row_aligned(data, first):
+    """``data`` with the row chunks of ``first`` (dask), so one band row of each is computed together."""
+    if hasattr(data, "blocks") and hasattr(first, "blocks") and data.chunks[0] != first.chunks[0]:
+        return data.rechunk({0: first.chunks[0]})
+    return data
+
+
+def _open_part(path: Path, shape, dtype: np.dtype, nodata, ref: xr.DataArray):
+    """The tiled temporary GeoTIFF that the COG copy reads once.
+
+    Uncompressed up to TMP_UNCOMPRESSED_BYTES (DEFLATE would compress every
+    raster twice and decompress it once); DEFLATE level 1 beyond, to bound the disk.
+    """
+    ny, nx = shape
+    comp = dict(compress="DEFLATE", zlevel=1) if ny * nx * dtype.itemsize > TMP_UNCOMPRESSED_BYTES else {}
+    return rasterio.open(path, "w", driver="GTiff", width=nx, height=ny, count=1, dtype=dtype,
+                         crs=ref.rio.crs, transform=ref.rio.transform(), nodata=nodata, tiled=True,
+                         blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", **comp)
+
+
+def _write_rows(datas: list, dtypes: list[np.dtype], dsts: list) -> None:
+    """Compute the rasters row of chunks by row of chunks (all K in one computation) and write them."""
+    if not all(hasattr(d, "blocks") for d in datas):
+        for data, dtype, dst in zip(datas, dtypes, dsts):
+            dst.write(np.asarray(data).astype(dtype, copy=False), 1)
+        return
+    nx = datas[0].shape[1]
+    row = 0
+    for i in range(datas[0].numblocks[0]):
+        bands = dask.compute(*[d.blocks[i] for d in datas])
+        for band, dtype, dst in zip(bands, dtypes, dsts):
+            dst.write(np.asarray(band).astype(dtype, copy=False), 1, window=Window(0, row, nx, band.shape[0]))
+        row += bands[0].shape[0]
+
+
+def _cog_copy(src: Path, dst: Path, dtype: np.dtype, min_side: int) -> None:
+    """GDAL COG copy: DEFLATE level 1 (as pipeline.report.cog.convert_to_cog), overviews on all CPUs.
+
+    GDAL_NUM_THREADS lets GDAL compute the overviews on threads; compression is per
+    block, so the bytes do not depend on the thread count.
+    """
+    is_int = dtype.kind in "iub"
+    # largest block size that still leaves room for at least one overview level
+    block = next((b for b in (512, 256, 128, 64) if min_side >= 2 * b), 64)
+    with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
+        rio_copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", LEVEL=1, OVERVIEWS="AUTO",
+                 RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block, NUM_THREADS="ALL_CPUS",
+                 SPARSE_OK="YES", PREDICTOR="NO" if is_int else "YES", BIGTIFF="IF_SAFER")

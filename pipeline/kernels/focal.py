@@ -77,3 +77,103 @@ def disk_share(padded, half_widths, depth_y, depth_x, mask_center):
             if c > 0:
                 out[y, x] = s / c
     return out
+
+
+def count_groups(tables: np.ndarray) -> np.ndarray:
+    """Index of each table's count group: tables whose NaN codes agree share one group.
+
+    Cells count in a share's denominator where its table is not NaN, so tables with
+    the same NaN pattern have the same count prefix sums; :func:`disk_shares_coded`
+    builds those once per group. Returns int64[K], groups numbered 0.. in order of
+    first appearance.
+    """
+    patterns: list[bytes] = []
+    group = np.empty(tables.shape[0], np.int64)
+    for k in range(tables.shape[0]):
+        key = np.isnan(tables[k]).tobytes()
+        if key not in patterns:
+            patterns.append(key)
+        group[k] = patterns.index(key)
+    return group
+
+
+@njit(cache=True, nogil=True)
+def _prefix_row(codes, y, tables, group, n_groups, psum, pcnt, slot):
+    """Row-wise prefix sums of row ``y``: values per table, non-NaN counts per group.
+
+    Written into ring slot ``slot``; the additions run left to right as in
+    :func:`disk_share`, so the sums are the same float64 numbers.
+    """
+    nx = codes.shape[1]
+    ntab = tables.shape[0]
+    for k in range(ntab):
+        s = 0.0
+        for x in range(nx):
+            v = tables[k, codes[y, x]]
+            if not np.isnan(v):
+                s += v
+            psum[k, slot, x + 1] = s
+    for g in range(n_groups):
+        k0 = 0
+        while group[k0] != g:
+            k0 += 1
+        c = 0.0
+        for x in range(nx):
+            if not np.isnan(tables[k0, codes[y, x]]):
+                c += 1.0
+            pcnt[g, slot, x + 1] = c
+
+
+@njit(cache=True, nogil=True)
+def disk_shares_coded(codes, tables, group, half_widths, depth_y, depth_x, mask_center):
+    """K disk shares of one class raster at once: ``disk_share(tables[k][codes])`` for each k.
+
+    ``codes`` is the uint8 block with a halo of ``depth_y`` rows and ``depth_x``
+    columns (filled with a code that is NaN in every table); ``tables`` (K, 256)
+    float64 maps a code to the value of share k (NaN = nodata for that share);
+    ``group`` (:func:`count_groups`) lets tables with the same NaN codes share their
+    count sums. Returns float32 (K, h, w), bit for bit ``disk_share(...)`` of the
+    float64 values cast to float32: the same prefix sums, chord differences added
+    in the same order. Only 2r + 1 rows of prefix sums are held (a ring), so the
+    memory is O(K r w), not O(K h w).
+    """
+    ny, nx = codes.shape
+    oy = ny - 2 * depth_y
+    ox = nx - 2 * depth_x
+    ntab = tables.shape[0]
+    n_groups = 0
+    for k in range(ntab):
+        n_groups = max(n_groups, group[k] + 1)
+    nrow = half_widths.shape[0]
+    ry = (nrow - 1) // 2
+    psum = np.zeros((ntab, nrow, nx + 1), np.float64)
+    pcnt = np.zeros((n_groups, nrow, nx + 1), np.float64)
+    ssum = np.empty((ntab, ox), np.float64)
+    scnt = np.empty((n_groups, ox), np.float64)
+    out = np.empty((ntab, oy, ox), np.float32)
+    base = depth_y - ry   # the disk of output row y covers padded rows y + base .. y + base + 2r
+    for r in range(base, base + nrow - 1):
+        _prefix_row(codes, r, tables, group, n_groups, psum, pcnt, r % nrow)
+    for y in range(oy):
+        last = y + base + nrow - 1
+        _prefix_row(codes, last, tables, group, n_groups, psum, pcnt, last % nrow)
+        ssum[:, :] = 0.0
+        scnt[:, :] = 0.0
+        for k in range(nrow):
+            w = half_widths[k]
+            slot = (y + base + k) % nrow
+            for t in range(ntab):
+                for x in range(ox):
+                    ssum[t, x] += psum[t, slot, x + depth_x + w + 1] - psum[t, slot, x + depth_x - w]
+            for g in range(n_groups):
+                for x in range(ox):
+                    scnt[g, x] += pcnt[g, slot, x + depth_x + w + 1] - pcnt[g, slot, x + depth_x - w]
+        for t in range(ntab):
+            g = group[t]
+            for x in range(ox):
+                c = scnt[g, x]
+                if c > 0 and not (mask_center and np.isnan(tables[t, codes[y + depth_y, x + depth_x]])):
+                    out[t, y, x] = ssum[t, x] / c
+                else:
+                    out[t, y, x] = np.nan
+    return out

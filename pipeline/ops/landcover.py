@@ -94,17 +94,23 @@ def _memoised(memo, name: str, fn, params: dict):
 
 def _overlap(data: dsa.Array, depth_y: int, depth_x: int) -> tuple[dsa.Array, tuple]:
     """Float64 array with a NaN halo of (depth_y, depth_x); chunks never smaller than the depth."""
-    data = data.astype(np.float64)  # cast before padding: NaN halo needs a float dtype
+    # cast before padding: NaN halo needs a float dtype
+    return _overlap_filled(data.astype(np.float64), depth_y, depth_x, np.nan)
+
+
+def _overlap_filled(data: dsa.Array, depth_y: int, depth_x: int, fill) -> tuple[dsa.Array, tuple]:
+    """``data`` with a halo of (depth_y, depth_x) cells holding ``fill``; chunks never smaller
+    than the depth. Returns the padded array and the chunks of the unpadded one."""
     if data.shape[0] < depth_y or data.shape[1] < depth_x:
         # the whole array is smaller than the halo: one chunk, padded directly
         one = data.rechunk(-1)
         padded = dsa.pad(one, ((depth_y, depth_y), (depth_x, depth_x)), mode="constant",
-                         constant_values=np.nan).rechunk(-1)
+                         constant_values=fill).rechunk(-1)
         return padded, one.chunks
     chunks = (_min_chunks(data.chunks[0], depth_y), _min_chunks(data.chunks[1], depth_x))
     if chunks != data.chunks:
         data = data.rechunk(chunks)
-    padded = dsa.overlap.overlap(data, depth={0: depth_y, 1: depth_x}, boundary={0: np.nan, 1: np.nan})
+    padded = dsa.overlap.overlap(data, depth={0: depth_y, 1: depth_x}, boundary={0: fill, 1: fill})
     return padded, chunks
 
 
@@ -129,6 +135,42 @@ def disk_share(values: xr.DataArray, radius_m: float, name: str = "share",
                    {"half_widths": hw.tolist(), "dy": dy, "dx": dx, "mask_center": bool(mask_center)})
     out = padded.map_blocks(fn, chunks=chunks, dtype=np.float32, meta=np.empty((0, 0), np.float32))
     return _like(values, out, name, np.nan)
+
+
+def disk_shares(codes: xr.DataArray, tables: np.ndarray, radius_m: float, names: list[str],
+                mask_center: bool = True, memo=None) -> list[xr.DataArray]:
+    """``[disk_share(tables[k][codes], radius_m, names[k]) for k]``, bit for bit, in one pass.
+
+    ``codes`` is a uint8 class raster, ``tables`` (K, 256) the value of each code for
+    share k (NaN = nodata for that share; e.g. CanonicalTable.lut). The padded class
+    block is read and reclassified once for the K shares (pipeline.kernels.focal
+    .disk_shares_coded) and the count sums are shared by tables with the same NaN
+    codes. The K DataArrays are slices of one (K, y, x) dask array: computed
+    together, every block runs the kernel once.
+    """
+    tabs = np.ascontiguousarray(np.asarray(tables, dtype=np.float64).reshape(-1, 256))
+    if len(names) != tabs.shape[0]:
+        raise ValueError(f"{len(names)} names for {tabs.shape[0]} tables")
+    empty = np.flatnonzero(np.isnan(tabs).all(axis=0))
+    if empty.size == 0:
+        raise ValueError("disk_shares needs a code that is NaN in every table (it fills the halo)")
+    fill = int(empty[-1])
+    cy, cx = cell_size(codes)
+    hw = kfocal.disk_half_widths(radius_m, cy, cx)
+    dy, dx = (hw.shape[0] - 1) // 2, int(hw.max())
+    group = kfocal.count_groups(tabs)
+    padded, chunks = _overlap_filled(_as_dask(codes.data).astype(np.uint8), dy, dx, np.uint8(fill))
+
+    def block(p):
+        return kfocal.disk_shares_coded(p, tabs, group, hw, dy, dx, mask_center)
+
+    fn = _memoised(memo, "focal.disk_shares_coded/f32", block,
+                   {"tables": tabs, "half_widths": hw.tolist(), "dy": dy, "dx": dx,
+                    "mask_center": bool(mask_center)})
+    k = tabs.shape[0]
+    stack = padded.map_blocks(fn, chunks=((k,),) + tuple(chunks), new_axis=0, dtype=np.float32,
+                              meta=np.empty((0, 0, 0), np.float32))
+    return [_like(codes, stack[i], name, np.nan) for i, name in enumerate(names)]
 
 
 # --------------------------------------------------------------------------- distance
@@ -312,15 +354,28 @@ def upstream_share(d8: xr.DataArray, weights: xr.DataArray, name: str,
     nodata inside the D8 grid, the denominator equals the plain ``accumulation``
     (passed in) and no second accumulation is run.
     """
-    from pipeline.ops.hydrology import flow_accumulation
+    return upstream_shares(d8, [weights], [name], accumulation)[0]
 
-    w = weights.fillna(0.0).astype(np.float64)
+
+def upstream_shares(d8: xr.DataArray, weights: list[xr.DataArray], names: list[str],
+                    accumulation: xr.DataArray | None = None) -> list[xr.DataArray]:
+    """``[upstream_share(d8, w, name, accumulation) for w, name]``, bit for bit, with one
+    accumulation pass (pipeline.ops.hydrology.flow_accumulation_many) for every
+    numerator and every denominator that is needed, and one pass over the weights
+    to find which are (nodata land cover inside the D8 grid)."""
+    from pipeline.ops.hydrology import flow_accumulation_many
+
     d8valid = d8 != 255
-    missing = bool(((weights.isnull()) & d8valid).any().compute()) if accumulation is not None else True
-    num = flow_accumulation(d8, w)
-    if missing or accumulation is None:
-        den = flow_accumulation(d8, weights.notnull().astype(np.float64))
+    if accumulation is None:
+        missing = [True] * len(weights)
     else:
-        den = accumulation
-    share = (num / den.where(den > 0)).where(d8valid & weights.notnull())
-    return _like(weights, share.data.astype(np.float32), name, np.nan)
+        missing = [bool(m) for m in dask.compute(*[(w.isnull() & d8valid).any().data for w in weights])]
+    own_den = [w.notnull().astype(np.float64) for w, m in zip(weights, missing) if m]
+    accs = flow_accumulation_many(d8, [w.fillna(0.0).astype(np.float64) for w in weights] + own_den)
+    dens = iter(accs[len(weights):])
+    out = []
+    for w, name, num, m in zip(weights, names, accs, missing):
+        den = next(dens) if m else accumulation
+        share = (num / den.where(den > 0)).where(d8valid & w.notnull())
+        out.append(_like(w, share.data.astype(np.float32), name, np.nan))
+    return out
