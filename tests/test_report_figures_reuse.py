@@ -135,8 +135,53 @@ def test_large_stream_networks_draw_only_the_largest_reaches(tmp_path, monkeypat
     def drawn_segments(limit):
         monkeypatch.setattr(figures, "MAX_DRAWN_REACHES", limit)
         ax = Figure().add_subplot()
-        figures._streams(ax, run)
+        figures._streams(ax, figures._MapLayers(run))
         return sum(len(c.get_paths()) for c in ax.collections)
 
     assert drawn_segments(10 ** 6) == n
     assert drawn_segments(2) == 2
+
+
+def _pixels(fig) -> np.ndarray:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def test_prepared_line_parts_draw_what_geopandas_draws(tmp_path):
+    """`_LineParts` (layers prepared once per run) draws the same pixels, collections and axis
+    labels as ``GeoSeries.plot``: all features or a subset, with per-feature widths, multi-part
+    lines, polygons with holes, missing, empty and collection geometries."""
+    import geopandas as gpd
+    from matplotlib.figure import Figure
+    from shapely.geometry import GeometryCollection, LineString, MultiLineString, Polygon, box
+
+    run = build_run(tmp_path / "testbasin")
+    x0, y0 = run.boundary.total_bounds[:2]
+    extra = gpd.GeoSeries([
+        MultiLineString([[(x0 + 100, y0 + 100), (x0 + 900, y0 + 400)], [(x0 + 200, y0 + 800), (x0 + 50, y0 + 50)]]),
+        None,
+        LineString(),
+        GeometryCollection([LineString([(x0 + 300, y0 + 300), (x0 + 700, y0 + 900)]),
+                            MultiLineString([[(x0, y0 + 500), (x0 + 500, y0)]])]),
+        Polygon(box(x0 + 400, y0 + 400, x0 + 1400, y0 + 1400).exterior,
+                [box(x0 + 600, y0 + 600, x0 + 900, y0 + 900).exterior]).boundary,
+    ], crs=run.boundary.crs)
+    layers = [(run.boundary.boundary, None, 1.0), (run.sites.boundary, None, 0.8),
+              (run.sites.boundary, np.array([1, 3]), 0.8),
+              (run.streams.geometry, np.array([0, 2]), np.linspace(0.2, 2.2, len(run.streams))),
+              (extra, None, np.array([0.5, 1.0, 1.5, 2.0, 2.5])), (extra, np.array([3, 4]), 1.2)]
+    with matplotlib.rc_context(rc_params()):
+        for geoms, pos, lw in layers:
+            ref, new = Figure(figsize=(3, 3), dpi=60), Figure(figsize=(3, 3), dpi=60)
+            a, b = ref.add_subplot(), new.add_subplot()
+            sub = geoms if pos is None else geoms.iloc[pos]
+            width = lw if np.ndim(lw) == 0 or pos is None else lw[pos]
+            sub.plot(ax=a, color="red", linewidth=width)
+            figures._LineParts.of(geoms).draw(b, pos, color="red", linewidth=lw)
+            assert (a.get_xlabel(), a.get_ylabel()) == (b.get_xlabel(), b.get_ylabel()) != ("", "")
+            assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
+            assert [len(c.get_paths()) for c in a.collections] == [len(c.get_paths()) for c in b.collections]
+            assert np.array_equal(_pixels(ref), _pixels(new))

@@ -85,3 +85,57 @@ def test_poppler_reads_the_pdf():
         assert t in text, t
     # the footer numbers every page
     assert f"— {pages} —" in text
+
+
+def _table_draw_calls(monkeypatch, per_cell_text: bool) -> tuple[list, int]:
+    """(x, y, text, size) of every string the PDF backend draws for a table, and the page count.
+
+    With `per_cell_text` every cell is drawn as its own matplotlib Text (the renderer
+    before `_CellTexts`), the reference for where each cell's text must land.
+    """
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
+
+    from pipeline.report import pdf as pdfmod
+
+    rng = np.random.default_rng(3)
+    n = 150
+    df = pd.DataFrame({
+        "site_id": [f"S-{i:04d}" for i in range(n)],
+        "名称": [["生态修复工程", "Åland wetland |(x)", "", "—", "price $5", "$x^2$", "湿地（WQ）", "two\nlines"][i % 8]
+                 for i in range(n)],
+        **{f"value_{j}": rng.normal(scale=10 ** (j % 5), size=n) for j in range(12)},
+        "stage": [["planned", "竣工2-5年", None][i % 3] for i in range(n)],
+        "sha256": ["0123456789abcdef" * 4] * n,
+    })
+    calls = []
+    real = RendererPdf.draw_text
+
+    def spy(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+        calls.append((float(x), float(y), s, prop.get_size_in_points(), angle, ismath, tuple(gc.get_rgb())))
+        return real(self, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
+
+    monkeypatch.setattr(RendererPdf, "draw_text", spy)
+    if per_cell_text:
+        monkeypatch.setattr(pdfmod._Writer, "cell", lambda self, x, s, pt: self.text(x, s, pt))
+    with matplotlib.rc_context(rc_params()), PdfPages(io.BytesIO()) as out:
+        w = pdfmod._Writer(out, "footer")
+        w.new_page()
+        w.paragraph("前言 text before the table")
+        w.table("site table", df, 1)
+        w.flush()
+    return sorted(calls), w.page
+
+
+def test_cell_texts_draw_every_cell_where_a_text_would(monkeypatch):
+    """Every cell string is drawn at the same baseline (bit-identical floats), size and colour as with
+    one Text per cell, including glyphs above the font's ascent (Å, |), mathtext and empty cells."""
+    new, new_pages = _table_draw_calls(monkeypatch, per_cell_text=False)
+    monkeypatch.undo()
+    old, old_pages = _table_draw_calls(monkeypatch, per_cell_text=True)
+    assert new_pages == old_pages > 1
+    assert len(new) == len(old) > 150 * 15
+    assert new == old

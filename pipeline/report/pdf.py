@@ -4,6 +4,10 @@ A small flow layout: every section starts on a new page; paragraphs are wrapped
 by measured glyph widths; tables are split by rows across pages (header
 repeated) and by columns when too wide (first column repeated); figures are
 placed from their PNG files.
+
+Table cells are the bulk of a large report (an appendix of 500 sites has ~20 000
+cells); they are drawn by one `_CellTexts` artist per page instead of one
+`matplotlib.text.Text` each, at the same baselines (see `_CellTexts`).
 """
 
 from __future__ import annotations
@@ -12,12 +16,16 @@ import logging
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
+import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist, allow_rasterization
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
-from matplotlib.textpath import TextToPath
 from matplotlib.font_manager import FontProperties
+from matplotlib.text import Text
+from matplotlib.textpath import TextToPath
 
 from pipeline.report.content import TITLE, Section
 from pipeline.report.figures import FigureFile
@@ -87,11 +95,72 @@ class _Measure:
         return text + "…"
 
 
+class _CellTexts(Artist):
+    """The table cells of one page, drawn like ``Figure.text(x, y, s, fontsize=pt, va="top")``
+    each, without a `Text` per cell (its properties, layout and graphics context cost ~1 ms).
+
+    A top-aligned single line has its baseline at the top minus its ascent, which
+    matplotlib takes as ``max(ascent of the string, ascent of the font)``. The string's
+    ascent is the largest ascent of its glyphs: when no glyph reaches the font's ascent
+    (digits, latin and CJK text) the baseline is the top minus the font's ascent;
+    otherwise the offset is taken from a `Text` laid out with that string. Strings
+    with a "$" (mathtext) or a line break are not given to this artist.
+    """
+
+    zorder = 3  # a Text's
+
+    def __init__(self, pt: float, ascents: dict) -> None:
+        super().__init__()
+        self.prop = FontProperties(size=pt)
+        self.cells: list[tuple[float, float, str]] = []    # (x, y of the top, text) in figure fractions
+        self._ascents = ascents                             # glyph ascent per (character, size), shared by pages
+
+    def add(self, x: float, y: float, s: str) -> None:
+        self.cells.append((x, y, s))
+
+    def _layout_ascent(self, renderer, s: str) -> float:
+        """The baseline offset below the top that a top-aligned `Text` of `s` gets."""
+        probe = Text(0, 0, s, fontproperties=self.prop, va="top")
+        probe.set_figure(self.get_figure(root=True))
+        _, info, _ = probe._get_layout(renderer)
+        return -info[0][2][1]
+
+    def _glyph_ascent(self, renderer, ch: str) -> float:
+        key = (ch, self.prop.get_size_in_points())
+        if key not in self._ascents:
+            _, h, d = renderer.get_text_width_height_descent(ch, self.prop, ismath=False)
+            self._ascents[key] = h - d
+        return self._ascents[key]
+
+    @allow_rasterization
+    def draw(self, renderer) -> None:
+        if not self.cells:
+            return
+        floor = self._layout_ascent(renderer, ".")
+        if self._glyph_ascent(renderer, ".") >= floor:  # the font's ascent is not what "." gets
+            floor = float("inf")
+        gc = renderer.new_gc()
+        gc.set_foreground(mcolors.to_rgba(matplotlib.rcParams["text.color"]), isRGBA=True)
+        gc.set_antialiased(matplotlib.rcParams["text.antialiased"])
+        self._set_gc_clip(gc)
+        xy = self.get_transform().transform(np.array([(x, y) for x, y, _ in self.cells], dtype=float))
+        for (px, py), (_, _, s) in zip(xy, self.cells):
+            if not s:
+                continue
+            a = max((self._glyph_ascent(renderer, ch) for ch in s), default=0.0)
+            a = floor if a < floor else self._layout_ascent(renderer, s)
+            renderer.draw_text(gc, float(px), float(py) - a, s, self.prop, 0.0, ismath=False, mtext=None)
+        gc.restore()
+        self.stale = False
+
+
 class _Writer:
     def __init__(self, pdf: PdfPages, footer: str) -> None:
         self.pdf, self.footer = pdf, footer
         self.m = _Measure()
         self.fig: Figure | None = None
+        self.cells: _CellTexts | None = None     # the table cells of the current page
+        self._ascents: dict = {}
         self.y = 0.0  # inches from the top
         self.page = 0
 
@@ -99,6 +168,7 @@ class _Writer:
     def new_page(self) -> None:
         self.flush()
         self.fig = Figure(figsize=(PAGE_W, PAGE_H))
+        self.cells = None
         self.page += 1
         self.y = MARGIN
         self.fig.text(0.5, 0.35 / PAGE_H, f"{self.footer}　— {self.page} —", ha="center", va="bottom", fontsize=7,
@@ -115,6 +185,15 @@ class _Writer:
 
     def text(self, x: float, s: str, pt: float, **kw) -> None:
         self.fig.text(x / PAGE_W, 1 - self.y / PAGE_H, s, fontsize=pt, va="top", **kw)
+
+    def cell(self, x: float, s: str, pt: float) -> None:
+        """A table cell: the same as ``text(x, s, pt)``, drawn by the page's `_CellTexts`."""
+        if "$" in s or "\n" in s:  # mathtext, an escaped dollar or several lines: a Text lays them out
+            self.text(x, s, pt)
+            return
+        if self.cells is None or self.cells.prop.get_size_in_points() != pt:
+            self.cells = self.fig.add_artist(_CellTexts(pt, self._ascents))
+        self.cells.add(x / PAGE_W, 1 - self.y / PAGE_H, s)
 
     # blocks ---------------------------------------------------------------------------
     def title(self, s: str, pt: float, gap: float = 0.15) -> None:
@@ -193,7 +272,7 @@ class _Writer:
                 if i % 2:
                     self._rect(x, sum(widths[j] for j in cols), rh, "#f3f6f9")
                 for j in cols:
-                    self.text(x + pad, self.m.clip(cells.iat[i, j], pt, widths[j] - 2 * pad), pt)
+                    self.cell(x + pad, self.m.clip(cells.iat[i, j], pt, widths[j] - 2 * pad), pt)
                     x += widths[j]
                 self.y += rh
             self.y += 0.2
@@ -207,7 +286,7 @@ class _Writer:
         self._rect(MARGIN, sum(widths[j] for j in cols), rh, "#dbe9f4")
         x = MARGIN
         for j in cols:
-            self.text(x + pad, self.m.clip(headers[j], pt, widths[j] - 2 * pad), pt)
+            self.cell(x + pad, self.m.clip(headers[j], pt, widths[j] - 2 * pad), pt)
             x += widths[j]
         self.y += rh
 
