@@ -185,3 +185,19 @@ def test_prepared_line_parts_draw_what_geopandas_draws(tmp_path):
             assert a.get_xlim() == b.get_xlim() and a.get_ylim() == b.get_ylim()
             assert [len(c.get_paths()) for c in a.collections] == [len(c.get_paths()) for c in b.collections]
             assert np.array_equal(_pixels(ref), _pixels(new))
+
+
+def test_ratings_chart_of_many_sites_keeps_a_page_high_figure(tmp_path, monkeypatch):
+    """Past RATINGS_LABELLED_SITES the chart stops growing one row per site: no letters in
+    the cells (a colour key instead) and every k-th site named; below it every site is named."""
+    run = build_run(tmp_path / "testbasin")
+    n = len(run.sites)
+    with matplotlib.rc_context(rc_params()):
+        small = figures.ratings_chart(run)
+        monkeypatch.setattr(figures, "RATINGS_LABELLED_SITES", 2)
+        large = figures.ratings_chart(run)
+    assert len(small.axes[0].get_yticks()) == n and len(small.axes[0].texts) > 0
+    assert small.get_figheight() > large.get_figheight() == pytest.approx(1.6 + 0.35 * 2)
+    assert len(large.axes[0].texts) == len(large.axes[1].texts) == 0
+    assert len(large.axes[0].get_yticks()) == len(range(0, n, -(-n // 2)))
+    assert large.axes[1].get_legend() is not None

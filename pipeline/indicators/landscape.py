@@ -50,6 +50,7 @@ from pipeline.errors import ConfigError, OutputError
 from pipeline.indicators.catalog import CLASS_NODATA
 from pipeline.indicators.connectivity import compute_connectivity
 from pipeline.io.classes import CanonicalTable, attribute_raster, load_canonical
+from pipeline.io.rasters import cog_blocksize
 from pipeline.ops import landcover as ops
 
 log = logging.getLogger(__name__)
@@ -293,8 +294,8 @@ def _cog_copy(src: Path, dst: Path, dtype: np.dtype, min_side: int) -> None:
     block, so the bytes do not depend on the thread count.
     """
     is_int = dtype.kind in "iub"
-    # largest block size that still leaves room for at least one overview level
-    block = next((b for b in (512, 256, 128, 64) if min_side >= 2 * b), 64)
+    # largest block size that still leaves room for an overview level (GDAL's COG minimum is 128)
+    block = cog_blocksize((min_side, min_side))
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
         rio_copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", LEVEL=1, OVERVIEWS="AUTO",
                  RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block, NUM_THREADS="ALL_CPUS",

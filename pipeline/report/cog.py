@@ -137,7 +137,8 @@ def convert_to_cog(path: Path) -> Path:
     opts = dict(driver="COG", COMPRESS="DEFLATE", LEVEL=1, BLOCKSIZE=cog_blocksize(shape), OVERVIEWS="AUTO",
                 RESAMPLING="NEAREST" if is_class else "AVERAGE", NUM_THREADS="ALL_CPUS",
                 SPARSE_OK="YES", PREDICTOR="NO" if is_class else "YES", BIGTIFF="IF_SAFER")
-    with rasterio.Env(**_GDAL_ENV), atomic_path(path, suffix=".tif") as tmp:
+    # GDAL computes the overviews on threads too; the bytes do not depend on the thread count
+    with rasterio.Env(**dict(_GDAL_ENV, GDAL_NUM_THREADS="ALL_CPUS")), atomic_path(path, suffix=".tif") as tmp:
         rio_copy(str(path), str(tmp), **opts)
     log.debug("converted %s to COG", path)
     return path

@@ -327,23 +327,36 @@ def scores_chart(run: RunOutputs) -> Figure:
     return fig
 
 
+RATINGS_LABELLED_SITES = 60
+
+
 def ratings_chart(run: RunOutputs) -> Figure:
     """Heat map of the nine ratings per site, baseline | assessment."""
     s = site_layer(run).sort_values(["project_id", "site_id"])
-    fig = Figure(figsize=(9.0, 1.6 + 0.35 * len(s)))
+    n = len(s)
+    # one labelled row per site up to RATINGS_LABELLED_SITES; beyond, the rows shrink to fit
+    # a page-high figure, every k-th site is named and the letters are left out (the
+    # ratings are in the site_scores table; a 500-site chart was 176 inches tall)
+    fig = Figure(figsize=(9.0, 1.6 + 0.35 * min(n, RATINGS_LABELLED_SITES)))
     axes = fig.subplots(1, 2, sharey=True)
     cmap = ListedColormap(["#d73027", "#fee08b", "#1a9850"])
     for ax, suffix, title in ((axes[0], "pre", T(f"基期 {run.baseline[1]}", f"baseline {run.baseline[1]}")),
                               (axes[1], "post", T(f"评估期 {run.assessment[1]}", f"assessment {run.assessment[1]}"))):
         m = s[[f"{c}_{suffix}" for c in CELLS]].to_numpy(dtype=float)
-        ax.imshow(m, cmap=cmap, vmin=0.5, vmax=3.5, aspect="auto")
-        for (i, j), v in np.ndenumerate(m):
-            if np.isfinite(v):
-                ax.text(j, i, T({1: "低", 2: "中", 3: "高"}[int(v)], {1: "L", 2: "M", 3: "H"}[int(v)]),
-                        ha="center", va="center", fontsize=7)
+        ax.imshow(m, cmap=cmap, vmin=0.5, vmax=3.5, aspect="auto", interpolation="nearest")
+        if n <= RATINGS_LABELLED_SITES:
+            for (i, j), v in np.ndenumerate(m):
+                if np.isfinite(v):
+                    ax.text(j, i, T({1: "低", 2: "中", 3: "高"}[int(v)], {1: "L", 2: "M", 3: "H"}[int(v)]),
+                            ha="center", va="center", fontsize=7)
         ax.set_xticks(range(len(CELLS)), [c.replace("_", "-") for c in CELLS], fontsize=7, rotation=90)
         ax.set_title(title, fontsize=9)
-    axes[0].set_yticks(range(len(s)), list(s["site_id"]), fontsize=7)
+    step = -(-n // RATINGS_LABELLED_SITES)
+    axes[0].set_yticks(range(0, n, step), list(s["site_id"])[::step], fontsize=7)
+    if n > RATINGS_LABELLED_SITES:   # no letters in the cells: a colour key instead
+        axes[1].legend(handles=[Patch(color=c, label=T(zh, en)) for c, zh, en in
+                                zip(cmap.colors, ("低", "中", "高"), ("low", "medium", "high"))],
+                       loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=7)
     fig.suptitle(T("九项二级指标评级（场地/景观/社会效力）", "ratings of the nine cells (site/landscape/society)"),
                  fontsize=10)
     fig.tight_layout()
@@ -547,7 +560,7 @@ def _draw_to(run: RunOutputs, draw, path: Path, fkey: str) -> None:
             tmp, format="png", bbox_inches="tight", metadata={"Software": None, KEY_CHUNK: fkey}))
 
 
-_WORKER_RUN: list = []   # the run and its plan's draw functions, in a forked figure worker (see _init_worker)
+_WORKER_RUN: list = []   # the run and its plan's draw functions, in a figure worker process (see _init_worker)
 
 
 def _init_worker(run: RunOutputs) -> None:
@@ -561,12 +574,13 @@ def _draw_in_worker(key: str, path: str, fkey: str) -> str:
 
 
 def default_workers(n_figures: int) -> int:
-    """Processes for drawing `n_figures`: 1.
+    """Processes drawing `n_figures`: 1.
 
-    Drawing in 2 forked processes measured no gain on the demo basin (15.1 s vs 14.7 s),
-    and forking a large run's process (5 GB resident on the 2e8-cell benchmark, with
-    dask and numba threads alive) shares its pages copy-on-write at best. Callers may
-    still ask for ``workers`` > 1 (the PNGs are the same).
+    A second (spawned) process gained little: 215 figures of the 500-site benchmark
+    basin took 79.9 s in one process and 70.7 s in two on an idle 2-core machine
+    (starting the interpreter and sending it the run take several seconds; demo
+    basin: 15.1 s vs 14.7 s). Callers may still ask for ``workers`` > 1 (the PNGs are
+    the same).
     """
     return 1
 
@@ -575,8 +589,9 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
                  workers: int | None = None) -> dict[str, FigureFile]:
     """Draw every figure into `fig_dir` as PNG; see the module doc for `reuse_from`.
 
-    Figures to draw are shared among `workers` forked processes (default
-    :func:`default_workers`; 1 draws in this process); each PNG is the same either way.
+    Figures to draw are shared among `workers` processes, this one and spawned ones
+    (default :func:`default_workers`; 1 draws in this process only); each PNG is the
+    same either way.
     """
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -596,8 +611,8 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
                 todo.append((key, draw, path, fkey))
             out[key] = FigureFile(key, path, caption)
     workers = default_workers(len(todo)) if workers is None else max(1, int(workers))
-    if workers > 1 and _draw_parallel(run, todo, workers):
-        pass
+    if workers > 1 and len(todo) > 1:
+        _draw_parallel(run, todo, workers)
     else:
         for key, draw, path, fkey in todo:
             _draw_to(run, draw, path, fkey)
@@ -607,18 +622,17 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
 
 
 def _draw_parallel(run: RunOutputs, todo: list, workers: int) -> bool:
-    """Draw `todo` in forked processes; False (nothing drawn) where fork is not available."""
+    """Draw `todo` here and in `workers` - 1 spawned processes (each gets the run once)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return False
-    ctx = multiprocessing.get_context("fork")
-    # the costliest first (maps), so the last task to finish is a short one
-    order = sorted(todo, key=lambda t: not t[0].startswith(("map_", "basin_map", "credit_map")))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+    ctx = multiprocessing.get_context("spawn")
+    mine, theirs = todo[::workers], [t for i, t in enumerate(todo) if i % workers]
+    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx, initializer=_init_worker,
                              initargs=(run,)) as pool:
-        for done in pool.map(_draw_in_worker, [t[0] for t in order], [str(t[2]) for t in order],
-                             [t[3] for t in order]):
-            log.debug("figure %s", done)
+        futures = [pool.submit(_draw_in_worker, key, str(path), fkey) for key, _, path, fkey in theirs]
+        for key, draw, path, fkey in mine:
+            _draw_to(run, draw, path, fkey)
+        for f in futures:
+            log.debug("figure %s", f.result())
     return True
