@@ -201,3 +201,11 @@ def test_ratings_chart_of_many_sites_keeps_a_page_high_figure(tmp_path, monkeypa
     assert len(large.axes[0].texts) == len(large.axes[1].texts) == 0
     assert len(large.axes[0].get_yticks()) == len(range(0, n, -(-n // 2)))
     assert large.axes[1].get_legend() is not None
+
+
+def test_second_process_only_for_many_figures(monkeypatch):
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert figures.default_workers(figures.PARALLEL_FROM_FIGURES - 1) == 1
+    assert figures.default_workers(figures.PARALLEL_FROM_FIGURES) == 2
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert figures.default_workers(400) == 1

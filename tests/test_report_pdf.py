@@ -139,3 +139,57 @@ def test_cell_texts_draw_every_cell_where_a_text_would(monkeypatch):
     assert new_pages == old_pages > 1
     assert len(new) == len(old) > 150 * 15
     assert new == old
+
+
+def _table_pdf_bytes(shaped_once: bool, monkeypatch) -> tuple[bytes, int, int]:
+    """PDF bytes of a multi-page table with repeated strings, the number of strings drawn
+    and the number shaped (with `shaped_once` False every string is shaped as it is drawn)."""
+    import contextlib
+    import io
+
+    import numpy as np
+    import pandas as pd
+    from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
+
+    from pipeline.report import pdf as pdfmod
+
+    rng = np.random.default_rng(5)
+    n = 240
+    df = pd.DataFrame({"site_id": [f"S-{i % 40:03d}" for i in range(n)],
+                       "名称": [["湿地修复（WQ）", "Åland |x", "", "High"][i % 4] for i in range(n)],
+                       **{f"v{j}": np.round(rng.normal(size=n), 1) for j in range(8)}})
+    drawn, shaped = [0], [0]
+    real_draw, real_layout = RendererPdf.draw_text, pdfmod._text_helpers.layout
+
+    def count_draw(self, *a, **k):
+        drawn[0] += 1
+        return real_draw(self, *a, **k)
+
+    def count_layout(*a, **k):
+        shaped[0] += 1
+        return real_layout(*a, **k)
+
+    monkeypatch.setattr(RendererPdf, "draw_text", count_draw)
+    monkeypatch.setattr(pdfmod._text_helpers, "layout", count_layout)
+    if not shaped_once:
+        monkeypatch.setattr(pdfmod._ShapedRuns, "installed", lambda self, pt: contextlib.nullcontext())
+    buf = io.BytesIO()
+    with matplotlib.rc_context(rc_params()), PdfPages(buf, metadata={"CreationDate": None}) as out:
+        w = pdfmod._Writer(out, "footer")
+        w.new_page()
+        w.table("site table", df, 1)
+        w.flush()
+    monkeypatch.undo()
+    return buf.getvalue(), drawn[0], shaped[0]
+
+
+def test_shaping_each_cell_string_once_gives_identical_pdf_bytes(monkeypatch):
+    memo, drawn, shaped = _table_pdf_bytes(True, monkeypatch)
+    plain, drawn_plain, shaped_plain = _table_pdf_bytes(False, monkeypatch)
+    assert drawn == drawn_plain > 240 * 9
+    assert shaped_plain == drawn_plain          # without the memo: every drawn string is shaped
+    assert shaped < drawn / 3                   # with it: repeated strings are not shaped again
+    assert memo == plain                        # ... and the PDF is byte for byte the same
+    from matplotlib import _text_helpers
+
+    assert _text_helpers.layout.__module__ == "matplotlib._text_helpers"   # restored after drawing

@@ -503,7 +503,9 @@ def png_key(path: Path) -> str | None:
         from PIL import Image
 
         with Image.open(path) as im:
-            return im.text.get(KEY_CHUNK)   # text chunks precede the image data: no decoding
+            # text chunks precede the image data and are in .info after open; .text
+            # would decode the whole image first (~17 ms per map)
+            return im.info.get(KEY_CHUNK)
     except (OSError, ValueError, SyntaxError):
         return None
 
@@ -573,16 +575,21 @@ def _draw_in_worker(key: str, path: str, fkey: str) -> str:
     return key
 
 
-def default_workers(n_figures: int) -> int:
-    """Processes drawing `n_figures`: 1.
+PARALLEL_FROM_FIGURES = 60   # figures to draw from which a second process pays (see default_workers)
 
-    A second (spawned) process gained little: 215 figures of the 500-site benchmark
-    basin took 79.9 s in one process and 70.7 s in two on an idle 2-core machine
-    (starting the interpreter and sending it the run take several seconds; demo
-    basin: 15.1 s vs 14.7 s). Callers may still ask for ``workers`` > 1 (the PNGs are
-    the same).
+
+def default_workers(n_figures: int) -> int:
+    """Processes drawing `n_figures`: two (this one and a spawned one) from
+    :data:`PARALLEL_FROM_FIGURES` figures on when there are two CPUs, else one.
+
+    A spawned process starts an interpreter and gets the run (a few seconds), which
+    a few dozen figures do not repay: the demo basin's 24 took 15.1 s in one process
+    and 14.7 s in two. The 500-site benchmark basin's 392 took 92.5 s in one and
+    50.2 s in two (idle 2-core machine). Callers may still ask for ``workers``
+    (the PNGs are the same).
     """
-    return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 2 if n_figures >= PARALLEL_FROM_FIGURES and cpus >= 2 else 1
 
 
 def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,

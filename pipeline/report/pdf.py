@@ -7,11 +7,13 @@ placed from their PNG files.
 
 Table cells are the bulk of a large report (an appendix of 500 sites has ~20 000
 cells); they are drawn by one `_CellTexts` artist per page instead of one
-`matplotlib.text.Text` each, at the same baselines (see `_CellTexts`).
+`matplotlib.text.Text` each, at the same baselines (see `_CellTexts`), and each
+distinct cell string is shaped once per run (see `_ShapedRuns`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import matplotlib.colors as mcolors
 import matplotlib.image as mpimg
 import numpy as np
 import pandas as pd
+from matplotlib import _text_helpers
 from matplotlib.artist import Artist, allow_rasterization
 from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
@@ -95,6 +98,40 @@ class _Measure:
         return text + "…"
 
 
+class _ShapedRuns:
+    """Glyph runs of the table cell strings, shaped once per (size, font, string).
+
+    The PDF renderer shapes every string it draws (`matplotlib._text_helpers.layout`:
+    raqm shaping and a glyph load per character), ~60 % of drawing a table cell; a
+    500-site appendix repeats the same numbers, ratings and names thousands of times.
+    While a `_CellTexts` artist draws, `installed` routes that call through this memo;
+    the renderer then writes the same glyph ids, positions and kerns as without it
+    (the PDF bytes are identical, see tests/test_report.py). The glyph loads the
+    renderer does not need are skipped: it reads only the run's records.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple, tuple] = {}
+
+    @contextlib.contextmanager
+    def installed(self, pt: float):
+        shape = _text_helpers.layout
+
+        def layout(string, font, *, features=None, language=None):
+            key = (pt, id(font), string, features, language)
+            hit = self._runs.get(key)
+            if hit is None or hit[0] is not font:      # (font: a recycled id is not a hit)
+                hit = (font, tuple(shape(string, font, features=features, language=language)))
+                self._runs[key] = hit
+            return iter(hit[1])
+
+        _text_helpers.layout = layout
+        try:
+            yield
+        finally:
+            _text_helpers.layout = shape
+
+
 class _CellTexts(Artist):
     """The table cells of one page, drawn like ``Figure.text(x, y, s, fontsize=pt, va="top")``
     each, without a `Text` per cell (its properties, layout and graphics context cost ~1 ms).
@@ -109,11 +146,12 @@ class _CellTexts(Artist):
 
     zorder = 3  # a Text's
 
-    def __init__(self, pt: float, ascents: dict) -> None:
+    def __init__(self, pt: float, ascents: dict, shaped: _ShapedRuns | None = None) -> None:
         super().__init__()
         self.prop = FontProperties(size=pt)
         self.cells: list[tuple[float, float, str]] = []    # (x, y of the top, text) in figure fractions
         self._ascents = ascents                             # glyph ascent per (character, size), shared by pages
+        self._shaped = shaped or _ShapedRuns()              # shaped strings, shared by pages
 
     def add(self, x: float, y: float, s: str) -> None:
         self.cells.append((x, y, s))
@@ -144,12 +182,14 @@ class _CellTexts(Artist):
         gc.set_antialiased(matplotlib.rcParams["text.antialiased"])
         self._set_gc_clip(gc)
         xy = self.get_transform().transform(np.array([(x, y) for x, y, _ in self.cells], dtype=float))
+        baselines = []
         for (px, py), (_, _, s) in zip(xy, self.cells):
-            if not s:
-                continue
-            a = max((self._glyph_ascent(renderer, ch) for ch in s), default=0.0)
-            a = floor if a < floor else self._layout_ascent(renderer, s)
-            renderer.draw_text(gc, float(px), float(py) - a, s, self.prop, 0.0, ismath=False, mtext=None)
+            if s:
+                a = max((self._glyph_ascent(renderer, ch) for ch in s), default=0.0)
+                baselines.append((float(px), float(py) - (floor if a < floor else self._layout_ascent(renderer, s)), s))
+        with self._shaped.installed(self.prop.get_size_in_points()):
+            for px, py, s in baselines:
+                renderer.draw_text(gc, px, py, s, self.prop, 0.0, ismath=False, mtext=None)
         gc.restore()
         self.stale = False
 
@@ -161,6 +201,7 @@ class _Writer:
         self.fig: Figure | None = None
         self.cells: _CellTexts | None = None     # the table cells of the current page
         self._ascents: dict = {}
+        self._shaped = _ShapedRuns()
         self.y = 0.0  # inches from the top
         self.page = 0
 
@@ -192,7 +233,7 @@ class _Writer:
             self.text(x, s, pt)
             return
         if self.cells is None or self.cells.prop.get_size_in_points() != pt:
-            self.cells = self.fig.add_artist(_CellTexts(pt, self._ascents))
+            self.cells = self.fig.add_artist(_CellTexts(pt, self._ascents, self._shaped))
         self.cells.add(x / PAGE_W, 1 - self.y / PAGE_H, s)
 
     # blocks ---------------------------------------------------------------------------
