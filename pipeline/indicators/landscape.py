@@ -50,7 +50,7 @@ from pipeline.errors import ConfigError, OutputError
 from pipeline.indicators.catalog import CLASS_NODATA
 from pipeline.indicators.connectivity import compute_connectivity
 from pipeline.io.classes import CanonicalTable, attribute_raster, load_canonical
-from pipeline.io.rasters import cog_blocksize
+from pipeline.io.rasters import OverviewLevels, cog_blocksize, cog_with_levels
 from pipeline.ops import landcover as ops
 
 log = logging.getLogger(__name__)
@@ -220,8 +220,10 @@ def write_cogs_tiled(das: list[xr.DataArray], paths: list[Path], nodatas: list,
     Each row of chunks is computed for the K rasters in one dask computation (work
     they share, e.g. one kernel call for several outputs or one read of their
     input, is done once) into K tiled temporary GeoTIFFs, which GDAL's COG driver
-    then copies (overviews: nearest for integer rasters, average for float); each
-    result replaces its path with ``os.replace``.
+    then copies; each result replaces its path with ``os.replace``. Overviews: a float
+    raster's levels are averaged from each row as it is written
+    (pipeline.io.rasters.OverviewLevels; GDAL would read the raster again to do it);
+    integer rasters get GDAL's nearest.
     """
     paths = [Path(p) for p in paths]
     ref = grid if grid is not None else das[0]
@@ -230,14 +232,20 @@ def write_cogs_tiled(das: list[xr.DataArray], paths: list[Path], nodatas: list,
     pid = os.getpid()
     tmp_gts = [p.with_name(f".{p.stem}.{pid}.part.tif") for p in paths]
     tmp_cogs = [p.with_name(f".{p.stem}.{pid}.cog.tif") for p in paths]
+    # largest block size that still leaves room for an overview level (GDAL's COG minimum is 128)
+    block = cog_blocksize((min(datas[0].shape),) * 2)
+    pyramids: list[OverviewLevels | None] = []
     try:
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             with contextlib.ExitStack() as stack:
                 dsts = [stack.enter_context(_open_part(t, d.shape, dt, nd, ref))
                         for t, d, dt, nd in zip(tmp_gts, datas, dtypes, nodatas)]
-                _write_rows(datas, dtypes, dsts)
-            for tmp_gt, tmp_cog, dt in zip(tmp_gts, tmp_cogs, dtypes):
-                _cog_copy(tmp_gt, tmp_cog, dt, min(datas[0].shape))
+                for t, d, dt, nd in zip(tmp_gts, datas, dtypes, nodatas):
+                    pyramids.append(OverviewLevels(t.with_suffix(""), *d.shape, dt, nd, ref.rio.crs,
+                                                   ref.rio.transform(), block) if dt.kind == "f" else None)
+                _write_rows(datas, dtypes, dsts, pyramids)
+            for tmp_gt, tmp_cog, dt, pyr in zip(tmp_gts, tmp_cogs, dtypes, pyramids):
+                _cog_copy(tmp_gt, tmp_cog, block, pyr.close() if pyr is not None else None)
         for tmp_cog, path in zip(tmp_cogs, paths):
             os.replace(tmp_cog, path)
     except (OSError, rasterio.errors.RasterioError) as exc:
@@ -249,6 +257,9 @@ def write_cogs_tiled(das: list[xr.DataArray], paths: list[Path], nodatas: list,
     finally:
         for tmp_gt in tmp_gts:
             tmp_gt.unlink(missing_ok=True)
+        for pyr in pyramids:
+            if pyr is not None:
+                pyr.discard()
     return paths
 
 
@@ -272,31 +283,38 @@ def _open_part(path: Path, shape, dtype: np.dtype, nodata, ref: xr.DataArray):
                          blockxsize=256, blockysize=256, BIGTIFF="IF_SAFER", **comp)
 
 
-def _write_rows(datas: list, dtypes: list[np.dtype], dsts: list) -> None:
-    """Compute the rasters row of chunks by row of chunks (all K in one computation) and write them."""
+def _write_rows(datas: list, dtypes: list[np.dtype], dsts: list, pyramids: list) -> None:
+    """Compute the rasters row of chunks by row of chunks (all K in one computation) and write
+    them, and their overview levels where ``pyramids`` has them."""
     if not all(hasattr(d, "blocks") for d in datas):
-        for data, dtype, dst in zip(datas, dtypes, dsts):
-            dst.write(np.asarray(data).astype(dtype, copy=False), 1)
+        for data, dtype, dst, pyr in zip(datas, dtypes, dsts, pyramids):
+            band = np.asarray(data).astype(dtype, copy=False)
+            dst.write(band, 1)
+            if pyr is not None:
+                pyr.add(band)
         return
     nx = datas[0].shape[1]
     row = 0
     for i in range(datas[0].numblocks[0]):
         bands = dask.compute(*[d.blocks[i] for d in datas])
-        for band, dtype, dst in zip(bands, dtypes, dsts):
-            dst.write(np.asarray(band).astype(dtype, copy=False), 1, window=Window(0, row, nx, band.shape[0]))
+        for band, dtype, dst, pyr in zip(bands, dtypes, dsts, pyramids):
+            band = np.asarray(band).astype(dtype, copy=False)
+            dst.write(band, 1, window=Window(0, row, nx, band.shape[0]))
+            if pyr is not None:
+                pyr.add(band)
         row += bands[0].shape[0]
 
 
-def _cog_copy(src: Path, dst: Path, dtype: np.dtype, min_side: int) -> None:
-    """GDAL COG copy: DEFLATE level 1 (as pipeline.report.cog.convert_to_cog), overviews on all CPUs.
+def _cog_copy(src: Path, dst: Path, block: int, levels: list[Path] | None) -> None:
+    """GDAL COG copy: DEFLATE level 1 (as pipeline.report.cog.convert_to_cog) on all CPUs;
+    overviews: the float ``levels`` given, else GDAL's nearest (integer rasters).
 
-    GDAL_NUM_THREADS lets GDAL compute the overviews on threads; compression is per
-    block, so the bytes do not depend on the thread count.
+    Compression is per block, so the bytes do not depend on the thread count.
     """
-    is_int = dtype.kind in "iub"
-    # largest block size that still leaves room for an overview level (GDAL's COG minimum is 128)
-    block = cog_blocksize((min_side, min_side))
+    opts = dict(COMPRESS="DEFLATE", LEVEL=1, NUM_THREADS="ALL_CPUS", SPARSE_OK="YES", BIGTIFF="IF_SAFER")
     with rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS"):
-        rio_copy(str(src), str(dst), driver="COG", COMPRESS="DEFLATE", LEVEL=1, OVERVIEWS="AUTO",
-                 RESAMPLING="NEAREST" if is_int else "AVERAGE", BLOCKSIZE=block, NUM_THREADS="ALL_CPUS",
-                 SPARSE_OK="YES", PREDICTOR="NO" if is_int else "YES", BIGTIFF="IF_SAFER")
+        if levels is not None:
+            cog_with_levels(src, levels, dst, block, PREDICTOR="YES", **opts)
+        else:
+            rio_copy(str(src), str(dst), driver="COG", OVERVIEWS="AUTO", RESAMPLING="NEAREST", BLOCKSIZE=block,
+                     PREDICTOR="NO", **opts)
