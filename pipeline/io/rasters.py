@@ -211,8 +211,10 @@ def _average_2x2(block: np.ndarray, nodata: float) -> np.ndarray:
     group (GDAL AVERAGE with nodata); nodata where a group has none.
 
     For the float64 credit rasters of :func:`sparse_cog`. Its numpy sum order agrees
-    with GDAL's within 1e-12 relative (tests/test_spread.py). The row-major order of
-    pipeline.kernels.overview.average_2x2 (float32 indicators, exact sums) does not.
+    with GDAL's within 1e-12 relative (tests/test_spread.py). The row-major sums of
+    pipeline.kernels.overview.average_2x2 missed that on one cell of that test, by
+    1.2e-12. The kernel is for the float32 indicators, where sums of four float32
+    values in float64 are exact.
     """
     b, h, w = block.shape
     ph, pw = h + h % 2, w + w % 2
