@@ -18,6 +18,9 @@ published file and its cache entry never change in place.
 
 Steps cached (keys in :class:`StepCache`):
 
+``aligned``    one input raster (DEM, a land-cover vintage) warped onto the basin grid:
+               the source file's bytes, the grid and the warp options; its meta holds
+               the aligned file's sha256, which the keys below use.
 ``hydrology``  aligned DEM, basin boundary / outlets, supplied stream layer, parameters.
 ``landscape``  the hydrology key + the aligned land cover of one vintage + its scheme.
 ``sites``      the landscape key of one vintage + its name and year + sites and layers.
@@ -155,6 +158,13 @@ class HashMemo:
         self.dirty = True
         return h
 
+    def seed(self, p: Path, digest: str) -> None:
+        """Record `digest` as the sha256 of `p` as it is now (a file known by its cache entry)."""
+        p = Path(p).resolve()
+        st = p.stat()
+        self.memo[str(p)] = {"stamp": [st.st_size, st.st_mtime_ns, st.st_ino], "sha256": digest}
+        self.dirty = True
+
     def save(self) -> None:
         if self.path is None or not self.dirty:
             return
@@ -178,6 +188,7 @@ class StepCache:
         self.root = Path(root)
         self.stats = CacheStats()
         self.hashes = HashMemo(None)   # aligned rasters live in a temporary folder: no memo file
+        self.sources = HashMemo(self.root / "hashes.json")   # input files (shared with pipeline.reprocess)
         self._keys: dict[str, str] = {}
         self._blocks: BlockMemo | None = None
         self._clean_debris()
@@ -272,7 +283,21 @@ class StepCache:
                        "sites": frame_digest(ing.sites),
                        "layers": {k: frame_digest(g) for k, g in sorted(ing.layers.items())}})
 
-    # -- the three cached steps of pipeline.run ------------------------------------
+    # -- the cached steps of pipeline.run ----------------------------------------------
+    def aligned(self, src: Path, grid, dst: Path, options: dict, compute: Callable) -> Path:
+        """`compute(src, grid, dst, **options)` (pipeline.io.rasters.align_raster) or the
+        raster it wrote before for the same source bytes, grid and options, linked to `dst`."""
+        key = digest({"step": "aligned", "code": code_version(steps_only=True), "source": self.sources(src),
+                      "grid": grid.describe(), "options": {k: repr(v) for k, v in sorted(options.items())}})
+        if self.get("aligned", key) is not None:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(self.entry("aligned", key) / "aligned.tif", dst)
+            self.hashes.seed(dst, self.meta("aligned", key)["sha256"])   # the step keys need it
+            return dst
+        compute(src, grid, dst, **options)
+        self.put("aligned", key, {"aligned.tif": dst}, {"sha256": self.hashes(dst), "source": str(src)})
+        return dst
+
     def hydrology(self, ing, aligned: dict, layout, params: dict, chunk: int, notes: list[str],
                   compute: Callable):
         """`compute(ing, aligned, layout, params, chunk, notes)` or its cached result."""
@@ -354,7 +379,9 @@ class StepCache:
         return self._blocks
 
     def close(self) -> None:
-        """Trim the block memo to its size budget (least recently used blocks go first)."""
+        """Save the input hash memo; trim the block memo to its size budget (least recently
+        used blocks go first)."""
+        self.sources.save()
         if self._blocks is not None:
             log.info("block memo: %d chunk result(s) reused, %d computed", self._blocks.hits,
                      self._blocks.misses)

@@ -84,7 +84,7 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
     notes: list[str] = []
 
     with timings.step("align inputs to the basin grid"):
-        aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk)
+        aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk, cache=cache)
 
     with timings.step("hydrology (fill, D8, accumulation, slope, depressions, streams)"):
         hyd = steps.hydrology(ing, aligned, layout, params, chunk, notes, run_hydrology)

@@ -121,3 +121,42 @@ def test_hash_memo_rehashes_changed_files(tmp_path):
     assert m2.memo and m2(f) == sha256(f) and not m2.dirty     # served from the memo
     f.write_bytes(b"two, longer")                              # size and mtime change
     assert m2(f) == sha256(f) and m2.dirty
+
+
+def _source_raster(path, values):
+    import rasterio
+    from rasterio.transform import from_origin
+    with rasterio.open(path, "w", driver="GTiff", width=values.shape[1], height=values.shape[0], count=1,
+                       dtype=values.dtype, crs="EPSG:32650", transform=from_origin(500000, 4400000, 30, 30),
+                       nodata=0) as dst:
+        dst.write(values, 1)
+
+
+def test_aligned_rasters_are_reused_only_for_the_same_source_grid_and_options(tmp_path):
+    from pipeline.io.grid import Grid
+    from pipeline.io.rasters import align_raster
+
+    rng = np.random.default_rng(7)
+    src = tmp_path / "lc.tif"
+    _source_raster(src, rng.integers(1, 6, size=(40, 50)).astype("int32"))
+    grid = Grid.from_bounds("EPSG:32650", (500100, 4398900, 501400, 4399900), 60)
+    opts = {"categorical": True, "dtype": "int32", "dst_nodata": -1, "src_nodata": 0, "chunk_rows": 7}
+    calls = []
+
+    def compute(*args, **kw):
+        calls.append(args[0])
+        return align_raster(*args, **kw)
+
+    c = StepCache(tmp_path / "cache")
+    first = c.aligned(src, grid, tmp_path / "run1" / "lc.tif", dict(opts), compute)
+    c.close()
+    c2 = StepCache(tmp_path / "cache")              # the next run: a new StepCache, memo from disk
+    again = c2.aligned(src, grid, tmp_path / "run2" / "lc.tif", dict(opts), compute)
+    assert len(calls) == 1 and again.read_bytes() == first.read_bytes()
+    assert c2.hashes(again) == sha256(first)        # seeded: the step keys see the right digest
+    # any change of source bytes, grid or options aligns again
+    c2.aligned(src, Grid.from_bounds("EPSG:32650", grid.bounds, 90), tmp_path / "g.tif", dict(opts), compute)
+    c2.aligned(src, grid, tmp_path / "o.tif", dict(opts, src_nodata=None), compute)
+    _source_raster(src, rng.integers(1, 6, size=(40, 50)).astype("int32"))
+    c2.aligned(src, grid, tmp_path / "s.tif", dict(opts), compute)
+    assert len(calls) == 4

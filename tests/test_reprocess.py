@@ -167,9 +167,10 @@ def test_unchanged_work_comes_from_the_cache(updated, assessed):
     log = "\n".join(updated["log"])
     hits = re.findall(r"cache hit: (\w+)", log)
     misses = re.findall(r"cache miss: (\w+)", log)
-    # hydrology once, baseline and y2023 indicators and their site rows reused; y2024 computed
-    assert sorted(hits) == ["hydrology", "landscape", "landscape", "sites", "sites"]
-    assert sorted(misses) == ["landscape", "sites"]
+    # the DEM, baseline and y2023 aligned before, hydrology once, baseline and y2023
+    # indicators and their site rows reused; y2024 aligned and computed
+    assert sorted(hits) == ["aligned"] * 3 + ["hydrology", "landscape", "landscape", "sites", "sites"]
+    assert sorted(misses) == ["aligned", "landscape", "sites"]
     # y2024 differs from y2023 in one chunk (rows 10-20 of 64-row chunks): the chunk results
     # of the other chunks come from the block memo, the changed ones are computed
     blocks = re.search(r"block memo: (\d+) chunk result\(s\) reused, (\d+) computed", log)

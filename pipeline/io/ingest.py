@@ -448,27 +448,34 @@ def _check_layer_fields(name: str, ref, gdf: gpd.GeoDataFrame) -> gpd.GeoDataFra
 # Alignment
 
 
-def align_inputs(ing: Ingested, workdir: Path, chunk_rows: int = 1024) -> dict[str, Path]:
-    """Warp the DEM and every land-cover vintage onto the basin grid (GeoTIFFs in workdir)."""
+def align_inputs(ing: Ingested, workdir: Path, chunk_rows: int = 1024, cache=None) -> dict[str, Path]:
+    """Warp the DEM and every land-cover vintage onto the basin grid (GeoTIFFs in workdir).
+
+    `cache` (a pipeline.cache.StepCache) reuses the aligned raster of a source file
+    aligned before onto the same grid (a reprocess aligns only the new vintage).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     grid = ing.grid
+
+    def align(src: Path, name: str, **kw) -> Path:
+        kw["chunk_rows"] = chunk_rows
+        if cache is not None:
+            return cache.aligned(src, grid, workdir / name, kw, align_raster)
+        return align_raster(src, grid, workdir / name, **kw)
+
     out = {}
-    out["dem"] = align_raster(ing.dem.path, grid, workdir / "dem.tif", categorical=False,
-                              dtype="float32", dst_nodata=np.float32(np.nan),
-                              src_nodata=ing.dem.nodata if ing.dem.nodata is not None
-                              else ing.cfg.dem.nodata, chunk_rows=chunk_rows)
+    out["dem"] = align(ing.dem.path, "dem.tif", categorical=False, dtype="float32",
+                       dst_nodata=np.float32(np.nan),
+                       src_nodata=ing.dem.nodata if ing.dem.nodata is not None else ing.cfg.dem.nodata)
     for v in ing.cfg.landcover:
         info = ing.landcover[v.name]
-        nod = info.nodata if info.nodata is not None else None
-        out[f"lc_{v.name}"] = align_raster(info.path, grid, workdir / f"landcover_{v.name}.tif",
-                                           categorical=True, dtype="int32", dst_nodata=-1,
-                                           src_nodata=nod, chunk_rows=chunk_rows)
+        out[f"lc_{v.name}"] = align(info.path, f"landcover_{v.name}.tif", categorical=True, dtype="int32",
+                                    dst_nodata=-1, src_nodata=info.nodata)
         if v.dem is not None:
             dinfo = inspect_raster(v.dem, f"landcover.{v.name}.dem")
-            out[f"dem_{v.name}"] = align_raster(dinfo.path, grid, workdir / f"dem_{v.name}.tif",
-                                                categorical=False, dtype="float32",
-                                                dst_nodata=np.float32(np.nan), src_nodata=dinfo.nodata,
-                                                chunk_rows=chunk_rows)
+            out[f"dem_{v.name}"] = align(dinfo.path, f"dem_{v.name}.tif", categorical=False,
+                                         dtype="float32", dst_nodata=np.float32(np.nan),
+                                         src_nodata=dinfo.nodata)
     return out
 
 
