@@ -92,8 +92,25 @@ def test_changed_scores_redraw_charts_but_not_raster_maps(drawn, tmp_path, monke
     drawn_keys = []
     monkeypatch.setattr(figures, "_draw_to", lambda r, d, path, k: drawn_keys.append(path.stem))
     figures.make_figures(run2, tmp_path / "out", reuse_from=root / "ref", workers=1)
-    assert "scores_chart" in drawn_keys and "basin_map" in drawn_keys
+    assert "scores_chart" in drawn_keys and "credit_map" in drawn_keys
+    assert "basin_map" not in drawn_keys                  # it draws no score
     assert not [k for k in drawn_keys if k.startswith("map_")]
+
+
+def test_basin_map_redrawn_when_a_site_stage_or_outline_changes(drawn, tmp_path, monkeypatch):
+    run, root, ref = drawn
+    sites = run.sites.copy()
+    other = next(s for s in figures.STAGES
+                 if s != sites.loc[sites.index[0], "stage"])
+    sites.loc[sites.index[0], "stage"] = other
+    moved = run.sites.copy()
+    moved.loc[moved.index[0], "geometry"] = moved.geometry.iloc[0].buffer(30)
+    for changed in (sites, moved):
+        drawn_keys = []
+        monkeypatch.setattr(figures, "_draw_to", lambda r, d, path, k: drawn_keys.append(path.stem))
+        figures.make_figures(dataclasses.replace(run, sites=changed), tmp_path / "out", reuse_from=root / "ref",
+                             workers=1)
+        assert "basin_map" in drawn_keys
 
 
 def test_a_foreign_or_stale_png_is_not_reused(drawn, tmp_path, monkeypatch):

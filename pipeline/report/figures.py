@@ -487,7 +487,18 @@ def _run_digest(run: RunOutputs) -> dict:
             "layers": {k: _frame_digest(g) for k, g in sorted(run.layers.items())},
             "basin": [run.basin_name, run.basin_title], "baseline": list(run.baseline),
             "assessment": list(run.assessment), "vintages": [list(v) for v in run.vintages],
-            "date": run.assessment_date.isoformat()}
+            "date": run.assessment_date.isoformat(), "cjk": has_cjk()}
+
+
+def _basin_map_digest(run: RunOutputs) -> dict:
+    """What `basin_map` draws: the map layers, the sites' outlines, ids, stages and kinds,
+    the point layers and the basin's names (not the scores or credits: a new vintage that
+    changes no site's stage reuses the map)."""
+    cols = [run.sites.geometry.name] + [c for c in ("site_id", "stage", "kind") if c in run.sites.columns]
+    points = {k: _frame_digest(g) for k, g in sorted(run.layers.items())
+              if len(g) and set(g.geom_type) <= {"Point", "MultiPoint"}}
+    return {"vectors": _vector_digest(run), "sites": _frame_digest(run.sites[cols]), "points": points,
+            "basin": [run.basin_name, run.basin_title], "cjk": has_cjk()}
 
 
 def figure_key(name: str, inputs: dict, code: str) -> str:
@@ -523,7 +534,7 @@ def _plan(run: RunOutputs) -> list[tuple[str, object, str, object]]:
     layers = functools.cache(lambda: _MapLayers(run))
     plan: list[tuple[str, object, str, object]] = [
         ("basin_map", lambda: basin_map(run, layers()), T("流域、河网、监测点位与工程场地", "basin, streams and sites"),
-         every),
+         functools.cache(lambda: _basin_map_digest(run))),
         ("credit_map", lambda: credit_map(run, layers()), T("各场地净生态信用", "net credit per site"), every),
     ]
     for key, rkey, title, unit, log_scale in _raster_specs(run):
