@@ -267,9 +267,10 @@ class StepCache:
                 "params": {k: float(v) for k, v in sorted(params.items())},
                 "grid": ing.grid.describe(), "chunk": int(chunk)}
 
-    def hydrology_key(self, ing, aligned: dict, params: dict, chunk: int) -> str:
+    def hydrology_key(self, ing, aligned: dict, params: dict, chunk: int, vintage: str | None = None) -> str:
+        dem = aligned["dem"] if vintage is None else aligned[f"dem_{vintage}"]
         return digest({"step": "hydrology", "base": self.base_key(ing, params, chunk),
-                       "dem": self.hashes(aligned["dem"]),
+                       "dem": self.hashes(dem),
                        "boundary": frame_digest(ing.basin),
                        "outlets": [list(map(repr, o)) for o in ing.outlets_xy],
                        "streams": frame_digest(ing.layers.get("streams"))})
@@ -299,24 +300,29 @@ class StepCache:
         return dst
 
     def hydrology(self, ing, aligned: dict, layout, params: dict, chunk: int, notes: list[str],
-                  compute: Callable):
-        """`compute(ing, aligned, layout, params, chunk, notes)` or its cached result."""
+                  compute: Callable, vintage: str | None = None):
+        """`compute(ing, aligned, layout, params, chunk, notes)` or its cached result; with
+        `vintage`, the hydrology of that vintage's as-built DEM (pipeline.run.run_hydrology)."""
         import rasterio
 
         from pipeline.run import Hydrology
 
-        key = self.hydrology_key(ing, aligned, params, chunk)
-        self._keys = {"hydrology": key}
+        key = self.hydrology_key(ing, aligned, params, chunk, vintage)
+        if vintage is None:
+            self._keys = {"hydrology": key}
+        else:
+            self._keys[f"hydrology/{vintage}"] = key
+        folder = layout.hydrology_of(vintage)
         if self.get("hydrology", key) is not None:
             meta = self.meta("hydrology", key)
-            self.restore("hydrology", key, layout.hydrology)
-            paths = {k: layout.hydrology / name for k, name in meta["paths"].items()}
+            self.restore("hydrology", key, folder)
+            paths = {k: folder / name for k, name in meta["paths"].items()}
             notes.extend(meta["notes"])
             with rasterio.open(paths["basin_mask"]) as src:
                 mask = src.read(1).astype(bool)
             return Hydrology(paths=paths, basin_mask=mask)
         mine: list[str] = []
-        hyd = compute(ing, aligned, layout, params, chunk, mine)
+        hyd = compute(ing, aligned, layout, params, chunk, mine, **({"vintage": vintage} if vintage else {}))
         notes.extend(mine)
         # the published hydrology rasters are COGs (pipeline.deliver converts them); converting
         # before storing means a run that restores this entry has nothing left to convert
@@ -325,15 +331,15 @@ class StepCache:
         for p in sorted({Path(p) for p in hyd.paths.values()}):
             if p.suffix.lower() in (".tif", ".tiff"):
                 convert_to_cog(p)
-        rel = {k: _inside(p, layout.hydrology) for k, p in hyd.paths.items()}
-        self.put("hydrology", key, {name: layout.hydrology / name for name in set(rel.values())},
+        rel = {k: _inside(p, folder) for k, p in hyd.paths.items()}
+        self.put("hydrology", key, {name: folder / name for name in set(rel.values())},
                  {"paths": rel, "notes": mine})
         return hyd
 
     def landscape(self, ing, v, aligned: dict, hyd, layout, params: dict, chunk: int,
                   compute: Callable) -> tuple[Path, dict]:
         """`compute(ing, v, aligned, hyd, layout, params, chunk)` or its cached result."""
-        key = self.landscape_key(self._keys["hydrology"], v, aligned)
+        key = self.landscape_key(self._keys.get(f"hydrology/{v.name}", self._keys["hydrology"]), v, aligned)
         self._keys[f"landscape/{v.name}"] = key
         dest = layout.indicators(v.name)
         if self.get("landscape", key) is not None:

@@ -22,13 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, credit_paths: dict,
-            book, history=None) -> None:
+            book, history=None, asbuilt: dict | None = None) -> None:
+    """Publish rasters as COGs with styles, the GeoPackage and the report; `asbuilt` is the
+    hydrology of each vintage that has its own as-built DEM (published beside its indicators)."""
     from pipeline.report.cog import convert_to_cog, write_raster_styles
     from pipeline.report.document import write_report
     from pipeline.report.gpkg import write_geopackage
     from pipeline.report.model import RunOutputs
 
-    rasters = raster_index(hyd, landscape, credit_paths)
+    rasters = raster_index(hyd, landscape, credit_paths, asbuilt)
     for path in rasters.values():          # hydrology and credit rasters are plain tiled GeoTIFFs
         convert_to_cog(path)
     write_raster_styles(rasters)
@@ -117,10 +119,13 @@ def rings(ing: Ingested, book, param: str) -> gpd.GeoDataFrame:
                             geometry=ring, crs=ing.crs)
 
 
-def raster_index(hyd, landscape: dict, credit_paths: dict) -> dict[str, Path]:
+def raster_index(hyd, landscape: dict, credit_paths: dict, asbuilt: dict | None = None) -> dict[str, Path]:
     out: dict[str, Path] = {}
     for k, p in hyd.paths.items():
         out[k] = Path(p)
+    for vintage, h in sorted((asbuilt or {}).items()):
+        for k, p in h.paths.items():
+            out[f"{vintage}/hydrology/{k}"] = Path(p)
     for vintage, paths in landscape.items():
         for k, p in paths.items():
             if str(p).endswith(".tif"):

@@ -63,8 +63,8 @@ class Uncached:
     """
 
     @staticmethod
-    def _run(*args):
-        return args[-1](*args[:-1])
+    def _run(*args, **kw):
+        return args[-1](*args[:-1], **kw)
 
     hydrology = landscape = site_indicators = _run
 
@@ -89,15 +89,29 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
     with timings.step("hydrology (fill, D8, accumulation, slope, depressions, streams)"):
         hyd = steps.hydrology(ing, aligned, layout, params, chunk, notes, run_hydrology)
 
+    # a vintage with an as-built DEM (changing some cell) has its own hydrology, which its
+    # land-cover and site indicators use (METHOD.md: ratings from the vintage's land cover
+    # and, where given, its as-built DEM); the basin outline and stream map stay the basin's
+    hyd_of: dict[str, Hydrology] = {}
+    for v in cfg.landcover:
+        if aligned.get(f"dem_{v.name}", aligned["dem"]) == aligned["dem"]:
+            hyd_of[v.name] = hyd
+            continue
+        with timings.step(f"hydrology of the as-built DEM of {v.name}"):
+            mine: list[str] = []
+            hyd_of[v.name] = steps.hydrology(ing, aligned, layout, params, chunk, mine, run_hydrology,
+                                             vintage=v.name)
+            notes.extend(f"{v.name} (as-built DEM): {n}" for n in mine)
+
     canon: dict[str, Path] = {}
     landscape: dict[str, dict] = {}
     for v in cfg.landcover:
         with timings.step(f"land-cover indicators {v.name} ({v.year})"):
-            canon[v.name], landscape[v.name] = steps.landscape(ing, v, aligned, hyd, layout,
+            canon[v.name], landscape[v.name] = steps.landscape(ing, v, aligned, hyd_of[v.name], layout,
                                                                params, chunk, run_landscape)
 
     with timings.step("site indicators"):
-        indicators = steps.site_indicators(ing, hyd, landscape, params, run_site_indicators)
+        indicators = steps.site_indicators(ing, hyd_of, landscape, params, run_site_indicators)
 
     with timings.step("ratings, credits and ledger"):
         from pipeline.scoring.score import score_sites
@@ -126,7 +140,8 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
     with timings.step("GeoPackage and report"):
         from pipeline.deliver import deliver
 
-        deliver(ing, layout, hyd, landscape, result, credit_paths, book, history)
+        asbuilt = {name: h for name, h in hyd_of.items() if h is not hyd}
+        deliver(ing, layout, hyd, landscape, result, credit_paths, book, history, asbuilt)
 
     return {"notes": notes, "verdict": result.verdict}
 
@@ -136,13 +151,15 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
 
 
 def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: dict, chunk: int,
-                  notes: list[str]) -> Hydrology:
+                  notes: list[str], vintage: str | None = None) -> Hydrology:
+    """Hydrology of the basin DEM, or with `vintage` of that vintage's as-built DEM
+    (``aligned["dem_<vintage>"]``, written to ``layout.hydrology_of(vintage)``)."""
     from pipeline.ops import hydrology as H
 
-    out = layout.hydrology
-    paths = dict(H.hydrology_to_files(aligned["dem"], out, chunk_size=chunk,
-                                      scheduler=current_client()))
-    dem = open_da(aligned["dem"], chunk)
+    out = layout.hydrology_of(vintage)
+    dem_path = aligned["dem"] if vintage is None else aligned[f"dem_{vintage}"]
+    paths = dict(H.hydrology_to_files(dem_path, out, chunk_size=chunk, scheduler=current_client()))
+    dem = open_da(dem_path, chunk)
     filled = open_da(paths["filled"], chunk)
     slope = H.slope_horn(dem)
     depth = H.depression_depth(dem, filled)
@@ -207,9 +224,10 @@ def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: Outpu
     return Path(out["canonical"]), dict(out)
 
 
-def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict],
+def run_site_indicators(ing: Ingested, hyd_of: dict[str, Hydrology], landscape: dict[str, dict],
                         params: dict) -> pd.DataFrame:
-    """Site indicators from the rasters the earlier steps wrote.
+    """Site indicators from the rasters the earlier steps wrote; `hyd_of` is the hydrology
+    of each vintage (the basin's, or that of its as-built DEM).
 
     The rasters are handed over as files (``RasterFile``): the site indicators read
     D8 and the class rasters whole (uint8, CB is basin-wide) and everything else
@@ -218,15 +236,25 @@ def run_site_indicators(ing: Ingested, hyd: Hydrology, landscape: dict[str, dict
     from pipeline.indicators.sites import RasterFile, site_indicators
 
     grid = ing.grid
-    dem_stats = {name: RasterFile(Path(hyd.paths[name]))
-                 for name in ("slope_deg", "depression_depth_m", "d8", "accumulation")}
-    streams = RasterFile(Path(hyd.paths["streams"]), equals=1)
+    stats: dict[int, tuple[dict, RasterFile]] = {}    # one set of files per distinct hydrology
+
+    def dem_stats_of(h: Hydrology) -> tuple[dict, RasterFile]:
+        if id(h) not in stats:
+            stats[id(h)] = ({name: RasterFile(Path(h.paths[name]))
+                             for name in ("slope_deg", "depression_depth_m", "d8", "accumulation")},
+                            RasterFile(Path(h.paths["streams"]), equals=1))
+        return stats[id(h)]
+
+    vintages = ing.cfg.landcover
+    dem_stats, _ = dem_stats_of(hyd_of[vintages[0].name])
     landcover = {}
-    for v in ing.cfg.landcover:
+    for v in vintages:
         paths = landscape[v.name]
         patch_table = pd.read_csv(paths["patch_table"])
+        own, streams = dem_stats_of(hyd_of[v.name])
         landcover[v.name] = {
             "year": v.year,
+            "dem_stats": own,
             "canonical": RasterFile(Path(paths["canonical"])),
             "patch_id": RasterFile(Path(paths["patch_id"])),
             "patch_area_ha": _patch_lookup(patch_table, "area_ha"),

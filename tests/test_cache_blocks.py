@@ -241,9 +241,9 @@ def test_hydrology_entry_holds_cogs_equal_to_the_computed_rasters(tmp_path, monk
     """The cache converts the hydrology rasters to COG before storing them (the published
     files are COGs anyway): the entry and the run folder hold COGs with the computed pixels,
     and a run restoring the entry has nothing left to convert."""
-    from types import SimpleNamespace
-
     from rasterio.transform import from_origin
+
+    from pipeline.io.outputs import OutputLayout
 
     from pipeline.report.cog import convert_to_cog
     from pipeline.run import Hydrology
@@ -265,10 +265,10 @@ def test_hydrology_entry_holds_cogs_equal_to_the_computed_rasters(tmp_path, monk
 
     c = StepCache(tmp_path / "cache")
     monkeypatch.setattr(StepCache, "hydrology_key", lambda self, *args: "k" * 64)
-    layout = SimpleNamespace(hydrology=tmp_path / "run1" / "hydrology")
+    layout = OutputLayout(tmp_path / "run1", "b")
     notes: list[str] = []
     c.hydrology(None, {}, layout, {}, 64, notes, compute)
-    layout2 = SimpleNamespace(hydrology=tmp_path / "run2" / "hydrology")
+    layout2 = OutputLayout(tmp_path / "run2", "b")
     hyd2 = c.hydrology(None, {}, layout2, {}, 64, notes, lambda *x: pytest.fail("must be restored"))
     assert notes == ["computed", "computed"]
     for folder in (layout.hydrology, c.entry("hydrology", "k" * 64), layout2.hydrology):

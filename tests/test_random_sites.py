@@ -93,7 +93,7 @@ def test_random_sites_validate_cleanly_or_score_within_bounds(basin, rows, tmp_p
         return
     book = apply_parameter_overrides(load_rulebook(cfg.rulebook), cfg)
     params = {k: p.value for k, p in book.parameters.items()}
-    ind = run_site_indicators(ing, hyd, landscape, params)
+    ind = run_site_indicators(ing, {v.name: hyd for v in cfg.landcover}, landscape, params)
     result = score_sites(ind, pd.DataFrame(ing.sites.drop(columns="geometry")), "baseline", "y2023",
                          cfg.assessment_date, book)
     s = result.site_scores

@@ -328,7 +328,7 @@ def test_run_site_indicators_from_files_equals_whole_arrays_on_the_tiny_basin(ti
     hyd = Hydrology({p.stem: p for p in (out / "hydrology").glob("*.tif")}, None)
     land = {v.name: {p.stem: p for p in (out / "indicators" / v.name).glob("*.tif")}
             | {"patch_table": out / "indicators" / v.name / "patches.csv"} for v in cfg.landcover}
-    got = run_site_indicators(ing, hyd, land, params)
+    got = run_site_indicators(ing, {v.name: hyd for v in cfg.landcover}, land, params)
     # the same inputs as whole numpy arrays (what run_site_indicators handed over before)
     streams = _read(hyd.paths["streams"]) == 1
     dem = {k: _read(hyd.paths[k]) for k in ("slope_deg", "depression_depth_m", "d8", "accumulation")}

@@ -59,6 +59,7 @@ class Ingested:
     landcover: dict[str, RasterInfo]
     repaired: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    asbuilt: dict[str, RasterInfo] = field(default_factory=dict)   # vintage -> its as-built DEM
 
 
 def check_inputs(cfg: Config) -> Ingested:
@@ -98,6 +99,12 @@ def check_inputs(cfg: Config) -> Ingested:
         info = attempt(_check_landcover, v, grid)
         if info is not None:
             landcover[v.name] = info
+    asbuilt: dict[str, RasterInfo] = {}
+    for v in cfg.landcover:
+        if v.dem is not None:
+            info = attempt(_check_asbuilt_dem, v, grid, notes)
+            if info is not None:
+                asbuilt[v.name] = info
 
     sites = attempt(_read_sites, cfg, crs, grid, basin, repaired)
     layers: dict[str, gpd.GeoDataFrame] = {}
@@ -115,7 +122,8 @@ def check_inputs(cfg: Config) -> Ingested:
     if problems:
         raise ValidationFailed(problems)
     return Ingested(cfg=cfg, crs=crs, grid=grid, basin=basin, outlets_xy=outlets, sites=sites,
-                    layers=layers, dem=dem, landcover=landcover, repaired=repaired, notes=notes)
+                    layers=layers, dem=dem, landcover=landcover, repaired=repaired, notes=notes,
+                    asbuilt=asbuilt)
 
 
 # ---------------------------------------------------------------------------------
@@ -130,9 +138,36 @@ def _check_rulebook(cfg: Config):
 
 
 def _check_dem(cfg: Config, notes: list[str]) -> RasterInfo:
-    info = inspect_raster(cfg.dem.path, "dem")
-    check_readable(info.path, "dem")
-    nodata = info.nodata if info.nodata is not None else cfg.dem.nodata
+    return _check_elevations(cfg.dem.path, "dem", cfg.dem.nodata, notes)
+
+
+def _check_asbuilt_dem(v, grid: Grid | None, notes: list[str]) -> RasterInfo:
+    """The as-built DEM of vintage `v`: elevations as for the basin DEM, CRS and overlap.
+
+    It may cover only part of the basin (a survey of the works): elsewhere the basin DEM
+    is used (:func:`patch_dem`)."""
+    role = f"landcover.{v.name}.dem"
+    info = _check_elevations(v.dem, role, None, notes)
+    if grid is not None:
+        bounds = transform_bounds(info.crs, grid.crs, *info.bounds, densify_pts=21)
+        g = grid.bounds
+        ix = min(bounds[2], g[2]) - max(bounds[0], g[0])
+        iy = min(bounds[3], g[3]) - max(bounds[1], g[1])
+        if ix <= 0 or iy <= 0:
+            raise InputDataError(
+                f"{role}: the as-built DEM does not overlap the basin (its bounds in the analysis "
+                f"CRS {tuple(round(b) for b in bounds)}, basin grid {tuple(round(b) for b in g)})",
+                path=info.path, field="dem",
+                fix="check the CRS assigned to the file (gdalinfo FILE) and that it covers the works")
+    return info
+
+
+def _check_elevations(path: Path, role: str, cfg_nodata: float | None, notes: list[str]) -> RasterInfo:
+    """A DEM: readable, nodata declared when sentinels occur, some valid cells, metres."""
+    info = inspect_raster(path, role)
+    check_readable(info.path, role)
+    nodata = info.nodata if info.nodata is not None else cfg_nodata
+    where = "'dem: {nodata: %g}' in the configuration" if role == "dem" else None
     valid = 0
     nan_cells = 0
     suspects: dict[float, int] = {}
@@ -158,23 +193,22 @@ def _check_dem(cfg: Config, notes: list[str]) -> RasterInfo:
     if suspects:
         s, n = max(suspects.items(), key=lambda kv: kv[1])
         raise InputDataError(
-            f"dem: no nodata value is declared but {n} cells hold {s:g}, a usual nodata "
+            f"{role}: no nodata value is declared but {n} cells hold {s:g}, a usual nodata "
             "sentinel; they would be taken as elevations", path=info.path, field="nodata",
-            fix=f"declare it: gdal_edit.py -a_nodata {s:g} FILE, or set 'dem: {{nodata: {s:g}}}' "
-                "in the configuration")
+            fix=f"declare it: gdal_edit.py -a_nodata {s:g} FILE" + (f", or set {where % s}" if where else ""))
     if valid == 0:
-        raise InputDataError("dem: every cell is nodata", path=info.path,
+        raise InputDataError(f"{role}: every cell is nodata", path=info.path,
                              fix="check the file and its nodata value (gdalinfo -stats FILE)")
     if vmin < -500 or vmax > 9000:
         raise InputDataError(
-            f"dem: elevations from {vmin:g} to {vmax:g} m are outside -500..9000 m; "
+            f"{role}: elevations from {vmin:g} to {vmax:g} m are outside -500..9000 m; "
             "the nodata value may be wrong or the units are not metres",
             path=info.path, field="nodata",
             fix="declare the right nodata (gdal_edit.py -a_nodata) or convert to metres")
     if nan_cells:
-        notes.append(f"dem: {nan_cells} NaN cells treated as nodata")
-    if info.nodata is None and cfg.dem.nodata is not None:
-        notes.append(f"dem: nodata {cfg.dem.nodata:g} taken from the configuration")
+        notes.append(f"{role}: {nan_cells} NaN cells treated as nodata")
+    if info.nodata is None and cfg_nodata is not None:
+        notes.append(f"{role}: nodata {cfg_nodata:g} taken from the configuration")
     return info
 
 
@@ -472,11 +506,45 @@ def align_inputs(ing: Ingested, workdir: Path, chunk_rows: int = 1024, cache=Non
         out[f"lc_{v.name}"] = align(info.path, f"landcover_{v.name}.tif", categorical=True, dtype="int32",
                                     dst_nodata=-1, src_nodata=info.nodata)
         if v.dem is not None:
-            dinfo = inspect_raster(v.dem, f"landcover.{v.name}.dem")
-            out[f"dem_{v.name}"] = align(dinfo.path, f"dem_{v.name}.tif", categorical=False,
-                                         dtype="float32", dst_nodata=np.float32(np.nan),
-                                         src_nodata=dinfo.nodata)
+            dinfo = ing.asbuilt.get(v.name) or inspect_raster(v.dem, f"landcover.{v.name}.dem")
+            survey = align(dinfo.path, f"asbuilt_{v.name}.tif", categorical=False, dtype="float32",
+                           dst_nodata=np.float32(np.nan), src_nodata=dinfo.nodata)
+            out[f"dem_{v.name}"] = patch_dem(out["dem"], survey, workdir / f"dem_{v.name}.tif",
+                                             f"landcover.{v.name}.dem", dinfo.path, chunk_rows)
     return out
+
+
+def patch_dem(base: Path, survey: Path, dst: Path, role: str, source: Path | None = None,
+              chunk_rows: int = 1024) -> Path:
+    """The basin DEM with the as-built survey's elevations where both have data (a survey
+    of the works usually covers only the sites), written to `dst`; `base` itself when the
+    survey changes no cell (the vintage then shares the basin's hydrology)."""
+    changed = covered = 0
+    with rasterio.open(base) as b, rasterio.open(survey) as s:
+        profile = b.profile
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        with rasterio.open(tmp, "w", **profile) as out:
+            for r0 in range(0, b.height, chunk_rows):
+                win = rasterio.windows.Window(0, r0, b.width, min(chunk_rows, b.height - r0))
+                z, a = b.read(1, window=win), s.read(1, window=win)
+                use = np.isfinite(a) & np.isfinite(z)
+                covered += int(use.sum())
+                changed += int((use & (a != z)).sum())
+                out.write(np.where(use, a, z).astype(z.dtype), 1, window=win)
+    if covered == 0:
+        tmp.unlink()
+        raise InputDataError(f"{role}: the as-built DEM has no elevation on any cell of the basin grid "
+                             "where the basin DEM has one", path=source or survey, field="dem",
+                             fix="check the file's CRS and nodata value (gdalinfo -stats FILE)")
+    if changed == 0:
+        tmp.unlink()
+        log.info("%s: the as-built DEM equals the basin DEM on the grid (%d cells compared); the "
+                 "basin hydrology is used", role, covered)
+        return Path(base)
+    tmp.replace(dst)
+    log.info("%s: as-built elevations on %d cells (%d differ from the basin DEM); the rest of the "
+             "basin keeps the basin DEM", role, covered, changed)
+    return dst
 
 
 def apply_parameter_overrides(book, cfg: Config):

@@ -38,6 +38,10 @@ class OutputLayout:
     def hydrology(self) -> Path:
         return self.root / "hydrology"
 
+    def hydrology_of(self, vintage: str | None) -> Path:
+        """The basin's hydrology folder, or (`vintage`) that of the vintage's as-built DEM."""
+        return self.hydrology if vintage is None else self.indicators(vintage) / "hydrology"
+
     def indicators(self, vintage: str) -> Path:
         return self.root / "indicators" / vintage
 
