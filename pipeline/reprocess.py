@@ -8,12 +8,15 @@ One pass (`--once` is the only mode; a timer or cron runs it):
 2. look in the inbox for new land-cover rasters; each declares its year and scheme
    by its name ``landcover_<year>[_<scheme>].tif`` (scheme defaults to the newest
    vintage's) or by a sidecar ``<file>.yaml`` / ``<stem>.yaml`` with ``year``,
-   ``scheme``, ``name`` (default name ``y<year>``);
+   ``scheme``, ``name`` (default name ``y<year>``); ``dem_<year>.tif`` (or a sidecar with
+   ``kind: dem``) is the as-built DEM of the vintage of that year (land cover is taken
+   first, so both may arrive in one pass);
 3. validate each with the ingestion checks (readable, integer classes, nodata, CRS
    and overlap with the basin grid, every code a class of the scheme) plus the
    vintage rules (year after the baseline, year and name not already used);
-   a valid file is copied into the data store (``<store>/landcover/<name>.tif``),
-   registered in ``<store>/vintages.yaml`` and removed from the inbox; an invalid one
+   a valid file is copied into the data store (``<store>/landcover/<name>.tif``,
+   ``<store>/dem/<name>.tif``), registered in ``<store>/vintages.yaml`` and removed from
+   the inbox; an invalid one
    is moved to ``<inbox>/quarantine/`` with ``<file>.error.txt`` and ``.error.json``;
 4. merge the registry with the configuration's ``landcover:`` list (the baseline stays
    the configuration's; the newest vintage is assessed unless ``assessment:`` names one),
@@ -57,10 +60,12 @@ SETTLE_S = 5.0
 """A file modified less than this many seconds ago may still be arriving; it waits for the next run."""
 
 NAME_RE = re.compile(r"^landcover_(?P<year>\d{4})(?:_(?P<scheme>[A-Za-z0-9_]+))?\.tiff?$", re.IGNORECASE)
+DEM_RE = re.compile(r"^dem_(?P<year>\d{4})\.tiff?$", re.IGNORECASE)
 RASTER_SUFFIXES = (".tif", ".tiff")
 IGNORED_SUFFIXES = (".yaml", ".yml", ".part", ".tmp", ".crdownload", ".aux.xml", ".ovr", ".txt",
                     ".json", ".md")
-SIDECAR_KEYS = {"year", "scheme", "name"}
+SIDECAR_KEYS = {"year", "scheme", "name", "kind"}
+KINDS = ("landcover", "dem")
 
 
 # ---------------------------------------------------------------------------------
@@ -173,6 +178,7 @@ class Declared:
     name: str
     year: int
     scheme: str
+    kind: str = "landcover"     # or "dem": the as-built DEM of the vintage of `year`
 
 
 def scan_inbox(inbox: Path, settle_s: float = SETTLE_S, now: float | None = None) -> list[Candidate]:
@@ -201,31 +207,74 @@ def _sidecar(p: Path) -> Path | None:
     return None
 
 
+def _sidecar_data(c: Candidate) -> dict:
+    """The sidecar's mapping ({} without one); raise InputDataError when it is unusable."""
+    if c.sidecar is None:
+        return {}
+    try:
+        data = yaml.safe_load(c.sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise InputDataError(f"cannot read the sidecar file ({exc})", path=c.sidecar,
+                             fix="write it as YAML: year: 2024, scheme: clcd, name: y2024") from None
+    if not isinstance(data, dict):
+        raise InputDataError("the sidecar file must be a YAML mapping", path=c.sidecar,
+                             fix="write it as YAML: year: 2024, scheme: clcd, name: y2024")
+    unknown = sorted(set(data) - SIDECAR_KEYS)
+    if unknown:
+        raise InputDataError(f"unknown key(s) {unknown} in the sidecar file", path=c.sidecar,
+                             fix=f"allowed keys: {', '.join(sorted(SIDECAR_KEYS))}")
+    if data.get("kind", "landcover") not in KINDS:
+        raise InputDataError(f"kind {data['kind']!r} is not one of {', '.join(KINDS)}", path=c.sidecar,
+                             field="kind", fix="kind: landcover (the default) or kind: dem (an as-built DEM)")
+    return data
+
+
+def _declare_dem(c: Candidate, info: dict) -> Declared:
+    if "scheme" in info:
+        raise InputDataError("a DEM has no land-cover scheme", path=c.sidecar, field="scheme",
+                             fix="remove 'scheme:' from the DEM's sidecar")
+    m = DEM_RE.match(c.path.name)
+    if "year" not in info:
+        if m is None:
+            raise InputDataError(
+                "the file name does not say the year of the as-built DEM", path=c.path,
+                fix="name it dem_<year>.tif (e.g. dem_2024.tif) or put a sidecar "
+                    f"{c.path.name}.yaml beside it with 'kind: dem' and 'year:'")
+        info["year"] = int(m.group("year"))
+    try:
+        year = int(info["year"])
+    except (TypeError, ValueError):
+        raise InputDataError(f"year {info['year']!r} is not a whole number", path=c.sidecar or c.path,
+                             field="year", fix="give a four-digit year, e.g. year: 2024") from None
+    return Declared(name=str(info.get("name") or f"y{year}"), year=year, scheme="", kind="dem")
+
+
+def kind_of(c: Candidate) -> str:
+    """'dem' or 'landcover' (what `declare` will say; a sidecar it cannot read: 'landcover')."""
+    try:
+        data = _sidecar_data(c)
+    except InputDataError:
+        return "landcover"
+    return data.get("kind") or ("dem" if DEM_RE.match(c.path.name) else "landcover")
+
+
 def declare(c: Candidate, default_scheme: str) -> Declared:
-    """Year, scheme and vintage name of an inbox file (sidecar first, then the file name)."""
-    info: dict = {}
-    if c.sidecar is not None:
-        try:
-            data = yaml.safe_load(c.sidecar.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputDataError(f"cannot read the sidecar file ({exc})", path=c.sidecar,
-                                 fix="write it as YAML: year: 2024, scheme: clcd, name: y2024") from None
-        if not isinstance(data, dict):
-            raise InputDataError("the sidecar file must be a YAML mapping", path=c.sidecar,
-                                 fix="write it as YAML: year: 2024, scheme: clcd, name: y2024")
-        unknown = sorted(set(data) - SIDECAR_KEYS)
-        if unknown:
-            raise InputDataError(f"unknown key(s) {unknown} in the sidecar file", path=c.sidecar,
-                                 fix=f"allowed keys: {', '.join(sorted(SIDECAR_KEYS))}")
-        info.update(data)
+    """Year, scheme and vintage name of an inbox file (sidecar first, then the file name).
+
+    ``dem_<year>.tif`` (or a sidecar with ``kind: dem``) is the as-built DEM of the vintage
+    of that year; its ``name`` is that vintage's (default ``y<year>``)."""
+    info: dict = dict(_sidecar_data(c))
+    if info.get("kind", "dem" if DEM_RE.match(c.path.name) else "landcover") == "dem":
+        return _declare_dem(c, info)
     m = NAME_RE.match(c.path.name)
     if "year" not in info:
         if m is None:
             if not c.path.name.lower().endswith(RASTER_SUFFIXES):
                 raise InputDataError(
-                    "not a land-cover GeoTIFF (reprocess takes land-cover rasters only)",
-                    path=c.path, fix="deliver land cover as landcover_<year>[_<scheme>].tif; "
-                                     "other inputs are changed in the basin configuration")
+                    "not a GeoTIFF (reprocess takes land-cover rasters and as-built DEMs)",
+                    path=c.path, fix="deliver land cover as landcover_<year>[_<scheme>].tif and an "
+                                     "as-built DEM as dem_<year>.tif; other inputs are changed in the "
+                                     "basin configuration")
             raise InputDataError(
                 "the file name does not say the year of the land cover", path=c.path,
                 fix="name it landcover_<year>[_<scheme>].tif (e.g. landcover_2024_clcd.tif) or "
@@ -275,6 +324,38 @@ def check_candidate(c: Candidate, d: Declared, cfg: Config, grid) -> LandcoverVi
     return v
 
 
+def check_dem_candidate(c: Candidate, d: Declared, cfg: Config, items: list[dict], store: "StorePaths",
+                        grid) -> dict:
+    """The registry entry of the vintage the as-built DEM `c` belongs to, the DEM checked like
+    the configuration's (pipeline.io.ingest); raise InputDataError on any problem."""
+    from pipeline.io.ingest import _check_asbuilt_dem
+
+    target = next((v for v in cfg.landcover if v.year == d.year), None)
+    if target is None:
+        raise InputDataError(
+            f"no land-cover vintage of {d.year} is registered for this as-built DEM", path=c.path,
+            field="year", fix=f"deliver the land cover of {d.year} (landcover_{d.year}.tif) in the same "
+                              "pass or before it, then drop the DEM again")
+    if d.name not in (f"y{d.year}", target.name):
+        raise InputDataError(f"the vintage of {d.year} is {target.name!r}, not {d.name!r}",
+                             path=c.sidecar or c.path, field="name",
+                             fix=f"write name: {target.name} in the sidecar, or leave 'name:' out")
+    item = next((i for i in items if i["name"] == target.name
+                 and Path(store.root / i["path"]) == Path(target.path)), None)
+    if item is None:
+        raise InputDataError(
+            f"the vintage {target.name} ({d.year}) is defined in the basin configuration, not by "
+            "reprocess", path=c.path, field="dem",
+            fix=f"set 'dem: <file>' on {target.name} in the configuration ({cfg.source})")
+    if item.get("dem"):
+        raise InputDataError(
+            f"the vintage {target.name} already has an as-built DEM ({item['dem']})", path=c.path,
+            field="dem", fix="to replace it, delete its dem* entries from <store>/vintages.yaml and "
+                             "drop the file again")
+    _check_asbuilt_dem(target.model_copy(update={"dem": c.path}), grid, [])
+    return item
+
+
 def quarantine(c: Candidate, exc: PipelineError, inbox: Path) -> Path:
     """Move an inbox file (and its sidecar) to <inbox>/quarantine with an error report beside it."""
     qdir = inbox / "quarantine"
@@ -317,6 +398,10 @@ class StorePaths:
     @property
     def landcover(self) -> Path:
         return self.root / "landcover"
+
+    @property
+    def dem(self) -> Path:
+        return self.root / "dem"
 
     @property
     def lock(self) -> Path:
@@ -385,6 +470,26 @@ def register(c: Candidate, v: LandcoverVintage, digest: str, store: StorePaths,
     return entry
 
 
+def register_dem(c: Candidate, item: dict, digest: str, store: StorePaths, items: list[dict]) -> dict:
+    """Copy the as-built DEM into the store and record it on its vintage's registry entry."""
+    store.dem.mkdir(parents=True, exist_ok=True)
+    dst = store.dem / f"{item['name']}{c.path.suffix.lower()}"
+    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
+    try:
+        shutil.copy2(c.path, tmp)
+        os.replace(tmp, dst)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise OutputError(f"cannot copy into the data store ({exc})", path=dst,
+                          fix="check free disk space and permissions of the store folder") from None
+    item.update({"dem": str(dst.relative_to(store.root)), "dem_sha256": digest, "dem_source": c.path.name,
+                 "dem_registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    save_registry(store, items)
+    _remove_from_inbox(c)
+    log.info("registered the as-built DEM of %s (%s) from %s", item["name"], item["year"], c.path.name)
+    return item
+
+
 def _remove_from_inbox(c: Candidate) -> None:
     c.path.unlink(missing_ok=True)
     if c.sidecar is not None:
@@ -402,7 +507,8 @@ def effective_config(cfg: Config, items: list[dict], store: StorePaths) -> Confi
                         i["name"], i["year"])
             continue
         merged.append(LandcoverVintage(name=i["name"], year=int(i["year"]), scheme=i["scheme"],
-                                       path=store.root / i["path"]))
+                                       path=store.root / i["path"],
+                                       dem=store.root / i["dem"] if i.get("dem") else None))
     merged.sort(key=lambda v: v.year)
     data = cfg.model_dump()
     data.update(landcover=[v.model_dump() for v in merged], baseline=cfg.baseline_name,
@@ -524,10 +630,23 @@ def reprocess(config_path: Path, out: Path | None = None, settle_s: float = SETT
             current = effective_config(cfg, items, store)
             grid = check_inputs(current).grid         # the existing inputs must be sound first
             known = {i["sha256"]: i for i in items}
-            for c in candidates:
+            # land cover first: a DEM delivered with its land cover finds the new vintage
+            for c in sorted(candidates, key=lambda c: kind_of(c) == "dem"):
                 try:
                     d = declare(c, current.landcover[-1].scheme)
                     digest = sha256(c.path)
+                    if d.kind == "dem":
+                        done = next((i for i in items if i.get("dem_sha256") == digest
+                                     and int(i["year"]) == d.year), None)
+                        if done is not None:
+                            log.info("inbox: %s is already registered as the as-built DEM of %s; removed "
+                                     "from the inbox", c.path.name, done["name"])
+                            _remove_from_inbox(c)
+                            continue
+                        item = check_dem_candidate(c, d, current, items, store, grid)
+                        register_dem(c, item, digest, store, items)
+                        current = effective_config(cfg, items, store)
+                        continue
                     if digest in known and int(known[digest]["year"]) == d.year:
                         log.info("inbox: %s is already registered as %s; removed from the inbox",
                                  c.path.name, known[digest]["name"])

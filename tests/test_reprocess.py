@@ -261,6 +261,63 @@ def test_bad_files_are_quarantined_with_a_reason(assessed, tmp_path):
     assert not (folder / "basin" / "tiny-store" / "vintages.yaml").exists()
 
 
+def _survey(folder: Path, name: str, year_dir: str = "inbox") -> Path:
+    """An as-built DEM of the works at T-03 (rows 8-21, cols 18-35 of the basin DEM) with a
+    pit dug below every rim cell, dropped into the inbox (settled)."""
+    from rasterio.windows import Window
+
+    win = Window(18, 8, 18, 14)
+    with rasterio.open(folder / "basin" / "data" / "dem.tif") as src:
+        z = src.read(1, window=win)
+        prof = dict(src.profile, width=win.width, height=win.height, transform=src.window_transform(win),
+                    blockxsize=16, blockysize=16)
+    z[4:10, 5:13] = z.min() - 2.0
+    dst = folder / "basin" / year_dir / name
+    with rasterio.open(dst, "w", **prof) as d:
+        d.write(z, 1)
+    old = time.time() - 3600
+    os.utime(dst, (old, old))
+    return dst
+
+
+def test_as_built_dem_delivered_with_its_land_cover(assessed, tmp_path):
+    """dem_2024.tif delivered with landcover_2024.tif: both registered (land cover first),
+    the 2024 vintage gets its own hydrology and T-03's depressions; DEMs without a
+    registered vintage of their year, or for a vintage of the configuration, are quarantined."""
+    from pipeline.reprocess import reprocess
+
+    folder = _clone(assessed, tmp_path / "b")
+    inbox = folder / "basin" / "inbox"
+    _survey(folder, "dem_2024.tif")          # sorts before landcover_2024.tif: order must not matter
+    new_vintage(folder)
+    _survey(folder, "dem_2030.tif")          # no land cover of 2030
+    _survey(folder, "dem_2023.tif")          # y2023 is the configuration's vintage
+    code = reprocess(_cfg(folder), out=_out(folder))
+    assert code == 2
+    reg = yaml.safe_load((folder / "basin" / "tiny-store" / "vintages.yaml").read_text(encoding="utf-8"))
+    (item,) = reg["vintages"]
+    assert item["name"] == "y2024" and item["dem"] == "dem/y2024.tif" and item["dem_source"] == "dem_2024.tif"
+    assert sha256(folder / "basin" / "tiny-store" / "dem" / "y2024.tif") == item["dem_sha256"]
+    q = inbox / "quarantine"
+    reasons = {p.name.removesuffix(".error.txt"): p.read_text(encoding="utf-8") for p in q.glob("*.error.txt")}
+    assert sorted(reasons) == ["dem_2023.tif", "dem_2030.tif"]
+    assert "no land-cover vintage of 2030" in reasons["dem_2030.tif"]
+    assert "defined in the basin configuration" in reasons["dem_2023.tif"]
+    assert sorted(p.name for p in inbox.iterdir()) == ["quarantine"]
+
+    out = _out(folder)
+    assert (out / "indicators" / "y2024" / "hydrology" / "depression_depth_m.tif").is_file()
+    assert not (out / "indicators" / "y2023" / "hydrology").exists()
+    s = pd.read_csv(out / "tables" / "sites.csv").set_index(["site_id", "vintage"])
+    assert s.loc[("T-03", "y2024"), "depression_share"] > s.loc[("T-03", "y2023"), "depression_share"] + 0.2
+    # the DEM is an input of the run now; a second pass has nothing new
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert any(str(i.get("path", "")).endswith("dem/y2024.tif") for i in manifest["inputs"])
+    published = _files(out)
+    assert reprocess(_cfg(folder), out=out) == 0
+    assert _files(out) == published
+
+
 def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_path):
     from pipeline.reprocess import reprocess
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from pipeline.config import SCHEMES_DIR
 from pipeline.errors import InputDataError
-from pipeline.reprocess import (BasinLock, Candidate, Declared, LockHeld, declare, scan_inbox,
+from pipeline.reprocess import (BasinLock, Candidate, Declared, LockHeld, declare, kind_of, scan_inbox,
                                 stale_reason)
 
 SCHEMES = sorted(p.stem for p in SCHEMES_DIR.glob("*.yaml") if p.stem != "canonical")
@@ -58,10 +58,34 @@ def test_sidecar_overrides_the_name(tmp_path):
     assert declare(c, "clcd") == Declared("y2022", 2022, "clcd")
 
 
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1970, 2100), st.sampled_from([".tif", ".TIF", ".tiff"]))
+def test_dem_name_declares_an_as_built_dem(year, ext):
+    assert declare(Candidate(Path(f"dem_{year}{ext}"), None), "clcd") == \
+        Declared(f"y{year}", year, "", kind="dem")
+
+
+def test_dem_sidecar_declares_kind_year_and_vintage(tmp_path):
+    f = tmp_path / "survey_after_works.tif"
+    f.write_bytes(b"")
+    side = tmp_path / "survey_after_works.tif.yaml"
+    side.write_text("kind: dem\nyear: 2024\nname: esa2024\n")
+    c = Candidate(f, side)
+    assert kind_of(c) == "dem"
+    assert declare(c, "clcd") == Declared("esa2024", 2024, "", kind="dem")
+    side.write_text("kind: dem\nyear: 2024\nscheme: clcd\n")
+    with pytest.raises(InputDataError, match="no land-cover scheme"):
+        declare(c, "clcd")
+    side.write_text("kind: lidar\nyear: 2024\n")
+    with pytest.raises(InputDataError, match="kind 'lidar'") as exc:
+        declare(c, "clcd")
+    assert exc.value.field == "kind" and kind_of(c) == "landcover"
+
+
 @pytest.mark.parametrize("name, sidecar, message", [
     ("scan.tif", None, "does not say the year"),
     ("landcover_24.tif", None, "does not say the year"),
-    ("report.pdf", None, "not a land-cover GeoTIFF"),
+    ("report.pdf", None, "not a GeoTIFF"),
     ("x.tif", "year: [2024]\n", "not a whole number"),
     ("x.tif", "year: 2024\ncolour: red\n", "unknown key(s) ['colour']"),
     ("x.tif", "- 2024\n", "must be a YAML mapping"),
