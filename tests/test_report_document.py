@@ -212,3 +212,21 @@ def test_crs_is_named_readably():
     albers = "+proj=aea +lat_0=0 +lon_0=105 +lat_1=25 +lat_2=47 +x_0=0 +y_0=0 +datum=WGS84 +units=m +no_defs"
     name = _crs_name(albers)
     assert name.startswith("Albers Equal Area（+proj=aea") and "lon_0=105" in name
+
+
+def test_as_built_dem_is_stated_in_the_scope_section(report):
+    """A vintage with an as-built DEM (an input role landcover.<v>.dem) is named in section
+    four; without one the sentence is absent."""
+    import dataclasses
+
+    from pipeline.report.content import build
+
+    run = report[0]
+
+    def text(r):
+        return "\n".join(str(b) for sec in build(r, []) for b in sec.blocks)
+
+    assert "as-built DEM" not in text(run)
+    inputs = list(run.inputs or []) + [{"role": "landcover.y2023.dem", "path": "dem_2023.tif", "sha256": "0" * 64,
+                                        "source": ""}]
+    assert "数据版本 y2023 采用竣工后实测 DEM" in text(dataclasses.replace(run, inputs=inputs))

@@ -174,6 +174,12 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
     sec.p(f"空间范围为流域边界内全部栅格与工程场地，分析坐标系为 {_crs_name(run.crs)}，栅格分辨率 {run.resolution_m:g} m。"
           f"时间范围：基期 {by} 年（数据版本 {run.baseline[0]}），评估期 {ay} 年（数据版本 {run.assessment[0]}）；"
           f"全部数据版本：" + "、".join(f"{n}（{y}）" for n, y in run.vintages) + "。")
+    asbuilt = [r["role"].split(".")[1] for r in (run.inputs or [])
+               if r["role"].startswith("landcover.") and r["role"].endswith(".dem")]
+    if asbuilt:
+        sec.p("数据版本 " + "、".join(asbuilt) + " 采用竣工后实测 DEM（as-built DEM）：在其覆盖范围内替换流域 DEM，"
+              "并据此单独计算该期的水文（填洼、D8 流向、汇流累积、坡度、洼地深度），该期的土地覆被指标与场地指标均以此为准；"
+              "流域边界与河网仍取自流域 DEM。")
     sec.h("（二）评估要素")
     sec.p("评估要素为流域生态系统提供的三类服务：水质净化（WQ）、水文调节（HY）和生境保护（HB）。")
     sec.h("（三）评估指标")
