@@ -449,16 +449,7 @@ def save_registry(store: StorePaths, items: list[dict]) -> None:
 def register(c: Candidate, v: LandcoverVintage, digest: str, store: StorePaths,
              items: list[dict]) -> dict:
     """Copy the file into the store, then record it (the registry write is the commit point)."""
-    store.landcover.mkdir(parents=True, exist_ok=True)
-    dst = store.landcover / f"{v.name}{c.path.suffix.lower()}"
-    tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
-    try:
-        shutil.copy2(c.path, tmp)
-        os.replace(tmp, dst)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot copy into the data store ({exc})", path=dst,
-                          fix="check free disk space and permissions of the store folder") from None
+    dst = _copy_into_store(c, store.landcover / f"{v.name}{c.path.suffix.lower()}")
     entry = {"name": v.name, "year": v.year, "scheme": v.scheme,
              "path": str(dst.relative_to(store.root)), "sha256": digest, "source": c.path.name,
              "registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
@@ -472,8 +463,18 @@ def register(c: Candidate, v: LandcoverVintage, digest: str, store: StorePaths,
 
 def register_dem(c: Candidate, item: dict, digest: str, store: StorePaths, items: list[dict]) -> dict:
     """Copy the as-built DEM into the store and record it on its vintage's registry entry."""
-    store.dem.mkdir(parents=True, exist_ok=True)
-    dst = store.dem / f"{item['name']}{c.path.suffix.lower()}"
+    dst = _copy_into_store(c, store.dem / f"{item['name']}{c.path.suffix.lower()}")
+    item.update({"dem": str(dst.relative_to(store.root)), "dem_sha256": digest, "dem_source": c.path.name,
+                 "dem_registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    save_registry(store, items)
+    _remove_from_inbox(c)
+    log.info("registered the as-built DEM of %s (%s) from %s", item["name"], item["year"], c.path.name)
+    return item
+
+
+def _copy_into_store(c: Candidate, dst: Path) -> Path:
+    """Copy the inbox file to `dst` (temporary name + rename: never half-written)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         shutil.copy2(c.path, tmp)
@@ -482,12 +483,7 @@ def register_dem(c: Candidate, item: dict, digest: str, store: StorePaths, items
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot copy into the data store ({exc})", path=dst,
                           fix="check free disk space and permissions of the store folder") from None
-    item.update({"dem": str(dst.relative_to(store.root)), "dem_sha256": digest, "dem_source": c.path.name,
-                 "dem_registered": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
-    save_registry(store, items)
-    _remove_from_inbox(c)
-    log.info("registered the as-built DEM of %s (%s) from %s", item["name"], item["year"], c.path.name)
-    return item
+    return dst
 
 
 def _remove_from_inbox(c: Candidate) -> None:

@@ -120,7 +120,7 @@ def test_survey_outside_the_basin_is_refused_naming_the_field(tiny_template, tmp
         ds.transform = rasterio.Affine(t.a, t.b, t.c + 500_000, t.d, t.e, t.f)
     res = run_cli("assess", str(cfg), "--out", str(tmp_path / "out"))
     assert res.returncode == 1
-    assert "landcover.y2023.dem" in res.stderr and "does not overlap" in res.stderr
+    assert "landcover.y2023.dem" in res.stderr and "does not overlap" in res.stderr and "the works" in res.stderr
     assert str(p.name) in res.stderr
     assert not (tmp_path / "out").exists()
 

@@ -149,16 +149,7 @@ def _check_asbuilt_dem(v, grid: Grid | None, notes: list[str]) -> RasterInfo:
     role = f"landcover.{v.name}.dem"
     info = _check_elevations(v.dem, role, None, notes)
     if grid is not None:
-        bounds = transform_bounds(info.crs, grid.crs, *info.bounds, densify_pts=21)
-        g = grid.bounds
-        ix = min(bounds[2], g[2]) - max(bounds[0], g[0])
-        iy = min(bounds[3], g[3]) - max(bounds[1], g[1])
-        if ix <= 0 or iy <= 0:
-            raise InputDataError(
-                f"{role}: the as-built DEM does not overlap the basin (its bounds in the analysis "
-                f"CRS {tuple(round(b) for b in bounds)}, basin grid {tuple(round(b) for b in g)})",
-                path=info.path, field="dem",
-                fix="check the CRS assigned to the file (gdalinfo FILE) and that it covers the works")
+        _check_overlap(info, grid, role, partial=True)
     return info
 
 
@@ -252,7 +243,9 @@ def _check_landcover(v, grid: Grid | None) -> RasterInfo:
     return info
 
 
-def _check_overlap(info: RasterInfo, grid: Grid, role: str) -> None:
+def _check_overlap(info: RasterInfo, grid: Grid, role: str, partial: bool = False) -> None:
+    """Raise when the raster misses the basin grid; warn when it covers only part of it
+    (unless `partial`: an as-built survey covers the works only)."""
     bounds = transform_bounds(info.crs, grid.crs, *info.bounds, densify_pts=21)
     g = grid.bounds
     ix = min(bounds[2], g[2]) - max(bounds[0], g[0])
@@ -261,9 +254,11 @@ def _check_overlap(info: RasterInfo, grid: Grid, role: str) -> None:
         raise InputDataError(
             f"{role}: the raster does not overlap the basin (raster bounds in the analysis CRS "
             f"{tuple(round(b) for b in bounds)}, basin grid {tuple(round(b) for b in g)})",
-            path=info.path, fix="check the CRS assigned to the file and that it covers the basin")
+            path=info.path, field="dem" if partial else None,
+            fix="check the CRS assigned to the file (gdalinfo FILE) and that it covers "
+                + ("the works" if partial else "the basin"))
     cover = ix * iy / ((g[2] - g[0]) * (g[3] - g[1]))
-    if cover < 0.999:
+    if cover < 0.999 and not partial:
         log.warning("%s covers %.1f %% of the basin grid; the rest is nodata", role, 100 * cover)
 
 
