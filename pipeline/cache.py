@@ -301,8 +301,9 @@ class StepCache:
 
     def hydrology(self, ing, aligned: dict, layout, params: dict, chunk: int, notes: list[str],
                   compute: Callable, vintage: str | None = None):
-        """`compute(ing, aligned, layout, params, chunk, notes)` or its cached result; with
-        `vintage`, the hydrology of that vintage's as-built DEM (pipeline.run.run_hydrology)."""
+        """`compute(ing, aligned, layout, params, chunk, notes, vintage=vintage)` or its cached
+        result; with `vintage`, the hydrology of that vintage's as-built DEM
+        (pipeline.run.run_hydrology)."""
         import rasterio
 
         from pipeline.run import Hydrology
@@ -322,7 +323,7 @@ class StepCache:
                 mask = src.read(1).astype(bool)
             return Hydrology(paths=paths, basin_mask=mask)
         mine: list[str] = []
-        hyd = compute(ing, aligned, layout, params, chunk, mine, **({"vintage": vintage} if vintage else {}))
+        hyd = compute(ing, aligned, layout, params, chunk, mine, vintage=vintage)
         notes.extend(mine)
         # the published hydrology rasters are COGs (pipeline.deliver converts them); converting
         # before storing means a run that restores this entry has nothing left to convert

@@ -16,8 +16,8 @@ One pass (`--once` is the only mode; a timer or cron runs it):
    vintage rules (year after the baseline, year and name not already used);
    a valid file is copied into the data store (``<store>/landcover/<name>.tif``,
    ``<store>/dem/<name>.tif``), registered in ``<store>/vintages.yaml`` and removed from
-   the inbox; an invalid one
-   is moved to ``<inbox>/quarantine/`` with ``<file>.error.txt`` and ``.error.json``;
+   the inbox; an invalid one is moved to ``<inbox>/quarantine/`` with
+   ``<file>.error.txt`` and ``.error.json``;
 4. merge the registry with the configuration's ``landcover:`` list (the baseline stays
    the configuration's; the newest vintage is assessed unless ``assessment:`` names one),
    write it as ``<store>/assessment.yaml``;
@@ -249,13 +249,16 @@ def _declare_dem(c: Candidate, info: dict) -> Declared:
     return Declared(name=str(info.get("name") or f"y{year}"), year=year, scheme="", kind="dem")
 
 
+def _kind(c: Candidate, sidecar: dict) -> str:
+    return sidecar.get("kind") or ("dem" if DEM_RE.match(c.path.name) else "landcover")
+
+
 def kind_of(c: Candidate) -> str:
     """'dem' or 'landcover' (what `declare` will say; a sidecar it cannot read: 'landcover')."""
     try:
-        data = _sidecar_data(c)
+        return _kind(c, _sidecar_data(c))
     except InputDataError:
         return "landcover"
-    return data.get("kind") or ("dem" if DEM_RE.match(c.path.name) else "landcover")
 
 
 def declare(c: Candidate, default_scheme: str) -> Declared:
@@ -264,7 +267,7 @@ def declare(c: Candidate, default_scheme: str) -> Declared:
     ``dem_<year>.tif`` (or a sidecar with ``kind: dem``) is the as-built DEM of the vintage
     of that year; its ``name`` is that vintage's (default ``y<year>``)."""
     info: dict = dict(_sidecar_data(c))
-    if info.get("kind", "dem" if DEM_RE.match(c.path.name) else "landcover") == "dem":
+    if _kind(c, info) == "dem":
         return _declare_dem(c, info)
     m = NAME_RE.match(c.path.name)
     if "year" not in info:

@@ -252,7 +252,7 @@ def test_hydrology_entry_holds_cogs_equal_to_the_computed_rasters(tmp_path, monk
     a = rng.random((300, 280)).astype(np.float32)
     mask = (rng.random((300, 280)) > 0.1).astype(np.uint8)
 
-    def compute(ing, aligned, layout, params, chunk, notes):
+    def compute(ing, aligned, layout, params, chunk, notes, vintage=None):
         layout.hydrology.mkdir(parents=True, exist_ok=True)
         prof = dict(driver="GTiff", width=280, height=300, count=1, crs="EPSG:32650",
                     transform=from_origin(5e5, 1e5, 30, 30), tiled=True, blockxsize=128, blockysize=128)
