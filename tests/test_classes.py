@@ -33,20 +33,20 @@ PRODUCT_CODES = {
                    51, 52, 53, 61, 62, 63, 64, 65, 66, 67, 99],
 }
 
-F, S, G, WE, WA, CR, B, BA, O = (CLASS_CODES[k] for k in
+F, S, G, WE, WA, CR, B, BA, OT = (CLASS_CODES[k] for k in
                                  ("forest", "shrub", "grassland", "wetland", "water", "cropland",
                                   "built_up", "bare", "other"))
 # Canonical classes typed from LANDCOVER.md, code by code.
 EXPECTED_CANONICAL = {
-    "clcd": {1: CR, 2: F, 3: S, 4: G, 5: WA, 6: O, 7: BA, 8: B, 9: WE},
-    "esa_worldcover": {10: F, 20: S, 30: G, 40: CR, 50: B, 60: BA, 70: O, 80: WA, 90: WE, 95: WE, 100: G},
-    "globeland30": {10: CR, 20: F, 30: G, 40: S, 50: WE, 60: WA, 70: G, 80: B, 90: BA, 100: O},
+    "clcd": {1: CR, 2: F, 3: S, 4: G, 5: WA, 6: OT, 7: BA, 8: B, 9: WE},
+    "esa_worldcover": {10: F, 20: S, 30: G, 40: CR, 50: B, 60: BA, 70: OT, 80: WA, 90: WE, 95: WE, 100: G},
+    "globeland30": {10: CR, 20: F, 30: G, 40: S, 50: WE, 60: WA, 70: G, 80: B, 90: BA, 100: OT},
     "modis_igbp_q1": {17: WA, 1: F, 2: F, 3: F, 4: F, 5: F, 6: S, 7: S, 8: F, 9: G, 10: G, 11: WE,
-                      12: CR, 13: B, 14: CR, 15: O, 16: BA},
+                      12: CR, 13: B, 14: CR, 15: OT, 16: BA},
     "modis_igbp_c1": {0: WA, 1: F, 2: F, 3: F, 4: F, 5: F, 6: S, 7: S, 8: F, 9: G, 10: G, 11: WE,
-                      12: CR, 13: B, 14: CR, 15: O, 16: BA},
+                      12: CR, 13: B, 14: CR, 15: OT, 16: BA},
     "cn_landuse": {11: CR, 12: CR, 21: F, 22: S, 23: F, 24: F, 31: G, 32: G, 33: G, 41: WA, 42: WA,
-                   43: WA, 44: O, 45: WE, 46: WE, 51: B, 52: B, 53: B, 61: BA, 62: BA, 63: BA,
+                   43: WA, 44: OT, 45: WE, 46: WE, 51: B, 52: B, 53: B, 61: BA, 62: BA, 63: BA,
                    64: WE, 65: BA, 66: BA, 67: BA, 99: WA},
 }
 
@@ -87,7 +87,7 @@ def test_canonical_attributes_and_hj192_weights():
     assert w[S] == pytest.approx(0.0875)
     # built-up -> 城镇 0.3 x 0.04 = 0.012; other -> 其他未利用地 0.1 x 0.01 = 0.001
     assert w[B] == pytest.approx(0.012)
-    assert w[O] == pytest.approx(0.001)
+    assert w[OT] == pytest.approx(0.001)
 
 
 def test_habitat_quality_hand_worked():
