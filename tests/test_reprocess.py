@@ -316,6 +316,13 @@ def test_as_built_dem_delivered_with_its_land_cover(assessed, tmp_path):
     published = _files(out)
     assert reprocess(_cfg(folder), out=out) == 0
     assert _files(out) == published
+    # a pass killed after registering the DEM but before removing it from the inbox: the
+    # next pass finds it registered, removes it and computes nothing
+    again = shutil.copy2(folder / "basin" / "tiny-store" / "dem" / "y2024.tif", inbox / "dem_2024.tif")
+    os.utime(again, (time.time() - 3600,) * 2)
+    assert reprocess(_cfg(folder), out=out) == 0
+    assert sorted(p.name for p in inbox.iterdir()) == ["quarantine"]
+    assert _files(out) == published
 
 
 def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_path):
