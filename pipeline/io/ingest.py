@@ -501,7 +501,7 @@ def align_inputs(ing: Ingested, workdir: Path, chunk_rows: int = 1024, cache=Non
         out[f"lc_{v.name}"] = align(info.path, f"landcover_{v.name}.tif", categorical=True, dtype="int32",
                                     dst_nodata=-1, src_nodata=info.nodata)
         if v.dem is not None:
-            dinfo = ing.asbuilt.get(v.name) or inspect_raster(v.dem, f"landcover.{v.name}.dem")
+            dinfo = ing.asbuilt[v.name]
             survey = align(dinfo.path, f"asbuilt_{v.name}.tif", categorical=False, dtype="float32",
                            dst_nodata=np.float32(np.nan), src_nodata=dinfo.nodata)
             out[f"dem_{v.name}"] = patch_dem(out["dem"], survey, workdir / f"dem_{v.name}.tif",
