@@ -37,7 +37,9 @@ a few chunks recomputes only the blocks whose padded input changed. Connectivity
 not memoised: it is basin-wide (on the Yongding demo all patches form one component
 within reach of each other), so a changed patch changes every patch's dPC.
 Hydrology entries hold the rasters already converted to COG (as published), so a run
-that restores them has nothing to convert.
+that restores them has nothing to convert; hydrology and landscape entries also hold
+each raster's QGIS style sidecar (``.qml``), so a run that restores them does not read
+the rasters again to style them.
 """
 
 from __future__ import annotations
@@ -333,8 +335,7 @@ class StepCache:
             if p.suffix.lower() in (".tif", ".tiff"):
                 convert_to_cog(p)
         rel = {k: _inside(p, folder) for k, p in hyd.paths.items()}
-        self.put("hydrology", key, {name: folder / name for name in set(rel.values())},
-                 {"paths": rel, "notes": mine})
+        self.put("hydrology", key, _with_styles(hyd.paths, folder, rel), {"paths": rel, "notes": mine})
         return hyd
 
     def landscape(self, ing, v, aligned: dict, hyd, layout, params: dict, chunk: int,
@@ -350,7 +351,7 @@ class StepCache:
             return paths["canonical"], paths
         canon, paths = compute(ing, v, aligned, hyd, layout, params, chunk, memo=self.block_memo())
         rel = {k: _inside(p, dest) for k, p in paths.items()}
-        self.put("landscape", key, {name: dest / name for name in set(rel.values())}, {"paths": rel})
+        self.put("landscape", key, _with_styles(paths, dest, rel), {"paths": rel})
         return canon, paths
 
     def site_indicators(self, ing, hyd, landscape: dict, params: dict, compute: Callable) -> pd.DataFrame:
@@ -393,6 +394,17 @@ class StepCache:
             log.info("block memo: %d chunk result(s) reused, %d computed", self._blocks.hits,
                      self._blocks.misses)
             self._blocks.prune()
+
+
+def _with_styles(paths: dict[str, Path], folder: Path, rel: dict[str, str]) -> dict[str, Path]:
+    """The files of a step entry: its outputs and the QGIS sidecar of each raster
+    (pipeline.report.cog.write_raster_styles, written beside it now, as publishing would),
+    so that a run restoring the entry does not read the rasters again to style them."""
+    from pipeline.report.cog import write_raster_styles
+
+    rasters = {k: Path(p) for k, p in paths.items() if Path(p).suffix.lower() in (".tif", ".tiff")}
+    styles = write_raster_styles(rasters)
+    return {name: folder / name for name in set(rel.values()) | {_inside(q, folder) for q in styles}}
 
 
 def _inside(p: Path, folder: Path) -> str:

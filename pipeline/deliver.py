@@ -33,7 +33,7 @@ def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, c
     rasters = raster_index(hyd, landscape, credit_paths, asbuilt)
     for path in rasters.values():          # hydrology and credit rasters are plain tiled GeoTIFFs
         convert_to_cog(path)
-    write_raster_styles(rasters)
+    write_raster_styles(rasters, keep=True)   # sidecars restored with cached rasters are theirs
 
     run = RunOutputs(
         basin_name=ing.cfg.basin.name,

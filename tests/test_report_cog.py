@@ -121,3 +121,21 @@ def test_raster_styles_for_rasters_written_elsewhere(tmp_path):
     items = [float(i.get("value")) for i in ET.parse(tmp_path / "share.qml").getroot().iter("item")]
     assert items[0] == pytest.approx(np.percentile(ramp, 2)) and items[-1] == pytest.approx(np.percentile(ramp, 98))
     assert raster_style_qml("d8", tmp_path / "d8.tif") is None
+    # only the raster's own name counts: a vintage called "canonical_2020" styles its D8 as a D8
+    assert raster_style_qml("canonical_2020/d8", tmp_path / "d8.tif") is None
+
+
+def test_raster_styles_keep_the_sidecars_already_there(tmp_path):
+    """keep=True (pipeline.deliver): a sidecar restored from the step cache with its raster
+    is left as it is and counted; a missing one is written; keep=False rewrites both."""
+    from pipeline.report.cog import write_raster_styles
+    ramp = (np.arange(10000, dtype="float32") / 100).reshape(100, 100)
+    for name in ("a", "b"):
+        write_cog(ramp, T, CRS, np.nan, tmp_path / f"{name}.tif")
+    (tmp_path / "a.qml").write_text("<!-- from the cache -->", encoding="utf-8")
+    rasters = {"v/a": tmp_path / "a.tif", "v/b": tmp_path / "b.tif"}
+    assert sorted(p.name for p in write_raster_styles(rasters, keep=True)) == ["a.qml", "b.qml"]
+    assert (tmp_path / "a.qml").read_text(encoding="utf-8") == "<!-- from the cache -->"
+    assert (tmp_path / "b.qml").read_text(encoding="utf-8").startswith("<!DOCTYPE qgis")
+    write_raster_styles(rasters)
+    assert (tmp_path / "a.qml").read_bytes() == (tmp_path / "b.qml").read_bytes()

@@ -109,10 +109,10 @@ def _files(out: Path) -> dict[str, str]:
 
 
 def _comparable(out: Path) -> dict[str, str]:
-    """Tables (byte for byte) and rasters (sha256); manifest, log, GeoPackage and report
-    carry timestamps or absolute paths and are left out."""
+    """Tables (byte for byte), rasters and their QGIS sidecars (sha256); manifest, log,
+    GeoPackage and report carry timestamps or absolute paths and are left out."""
     return {k: v for k, v in _files(out).items()
-            if k.startswith("tables/") or k.endswith(".tif") or k.endswith("patches.csv")}
+            if k.startswith("tables/") or k.endswith((".tif", ".qml", "patches.csv"))}
 
 
 # ---------------------------------------------------------------------------------- scenarios

@@ -80,7 +80,10 @@ def raster_style_qml(name: str, path) -> str | None:
     Canonical land cover without a colour table -> paletted with class names;
     float rasters -> interpolated ramp over the 2nd-98th percentile (log for areas);
     other integer rasters (D8 codes, masks, patch ids) and rasters with a colour table -> None.
+    Only the last part of `name` counts (``y2023/canonical`` styles as ``canonical``): a
+    vintage name never changes a style, and a step can style its rasters by their own keys.
     """
+    name = name.rsplit("/", 1)[-1]
     with rasterio.Env(**_GDAL_ENV), rasterio.open(path) as ds:
         try:
             has_table = bool(ds.colormap(1))
@@ -108,14 +111,26 @@ def raster_style_qml(name: str, path) -> str | None:
     return raster_pseudocolor_qml(lo, hi, log_scale=log_scale)
 
 
-def write_raster_styles(rasters: dict[str, Path]) -> list[Path]:
-    """Write `<raster>.qml` beside every published raster that needs one (see raster_style_qml)."""
-    written = []
+def write_raster_styles(rasters: dict[str, Path], keep: bool = False) -> list[Path]:
+    """Write `<raster>.qml` beside every published raster that needs one (see raster_style_qml);
+    return the sidecars beside the rasters.
+
+    ``keep``: a sidecar already there is kept as it is: the step cache (pipeline.cache)
+    stores each raster with the sidecar computed from it, so a restored raster brings its
+    own and its percentiles are not read again.
+    """
+    written, kept = [], 0
     for name, path in sorted(rasters.items()):
+        side = Path(path).with_suffix(".qml")
+        if keep and side.is_file():
+            written.append(side)
+            kept += 1
+            continue
         qml = raster_style_qml(name, path)
         if qml is not None:
-            written.append(write_text(Path(path).with_suffix(".qml"), qml))
-    log.info("wrote %d raster style sidecar(s)", len(written))
+            written.append(write_text(side, qml))
+    log.info("wrote %d raster style sidecar(s)%s", len(written) - kept,
+             f", {kept} came with cached rasters" if kept else "")
     return written
 
 
