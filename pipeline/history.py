@@ -115,33 +115,69 @@ def basin_history(history: pd.DataFrame) -> pd.DataFrame:
     return g.sort_values(["_f", "year"], kind="stable").drop(columns="_f").reset_index(drop=True)
 
 
+MAX_NAMED_PROJECTS = 8   # projects named in the history chart's legend; more are drawn in grey
+
+
 def history_figure(history: pd.DataFrame, title: str | None = None):
     """'Change over time' chart: per function, net credit of each project and of the basin.
 
     Returns a matplotlib Figure (no pyplot state); x = vintage year, y = net credit
-    (credit - debit) in score x ha.
+    (credit - debit) in score x ha. Up to :data:`MAX_NAMED_PROJECTS` projects are named
+    in the legend, each in the same colour in every panel; with more, those with the
+    largest net credit or debit in the newest vintage are named and the others are
+    thin grey lines under one legend entry (a legend of 150 projects would be taller
+    than the page).
     """
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     fig = Figure(figsize=(9, 3.2), layout="constrained")
-    axes = fig.subplots(1, len(FUNCTIONS), sharey=True)
+    axes = np.atleast_1d(fig.subplots(1, len(FUNCTIONS), sharey=True))
     proj = history.groupby(["function", "project_id", "year"], sort=True)["net"].sum().reset_index()
     basin = basin_history(history)
-    for ax, f in zip(np.atleast_1d(axes), FUNCTIONS):
+    named = _named_projects(proj)
+    colour = {pid: f"C{i % 10}" for i, pid in enumerate(named)}
+    others = proj["project_id"].nunique() - len(named)
+    years = sorted(int(y) for y in history["year"].unique())
+    crowded = len(years) > 2 and min(np.diff(years)) < (years[-1] - years[0]) / 6
+    for ax, f in zip(axes, FUNCTIONS):
         sub = proj[proj["function"] == f]
         for pid, rows in sub.groupby("project_id", sort=True):
-            ax.plot(rows["year"], rows["net"], marker="o", linewidth=1.2, label=str(pid))
+            if pid in colour:
+                ax.plot(rows["year"], rows["net"], marker="o", linewidth=1.2, color=colour[pid],
+                        label=str(pid), zorder=3)
+            else:
+                ax.plot(rows["year"], rows["net"], linewidth=0.7, color="0.72", zorder=2,
+                        label="_other")
         b = basin[basin["function"] == f]
         ax.plot(b["year"], b["net"], color="black", linewidth=2.2, linestyle="--", marker="s",
-                label="basin")
+                label="basin", zorder=4)
         ax.axhline(0, color="0.6", linewidth=0.8)
         ax.set_title(f)
         ax.set_xlabel("land-cover year")
-        years = sorted(history["year"].unique())
         ax.set_xticks(years)
+        if crowded:   # e.g. 2015, 2023, 2024: upright labels of close years run into each other
+            ax.tick_params(axis="x", labelrotation=60)
         ax.grid(alpha=0.3)
-    np.atleast_1d(axes)[0].set_ylabel("net credit (score x ha)")
-    np.atleast_1d(axes)[-1].legend(fontsize="small", loc="best")
+    axes[0].set_ylabel("net credit (score x ha)")
+    handles = [Line2D([], [], marker="o", linewidth=1.2, color=colour[p], label=str(p)) for p in named]
+    if others:
+        handles.append(Line2D([], [], linewidth=0.7, color="0.72", label=f"{others} other projects"))
+    handles.append(Line2D([], [], color="black", linewidth=2.2, linestyle="--", marker="s", label="basin"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize="small")
     if title:
         fig.suptitle(title)
     return fig
+
+
+def _named_projects(proj: pd.DataFrame) -> list:
+    """The projects the history chart names: all up to MAX_NAMED_PROJECTS, else those with
+    the largest absolute net (any function) in the newest vintage, in id order."""
+    ids = sorted(proj["project_id"].unique(), key=str)
+    if len(ids) <= MAX_NAMED_PROJECTS:
+        return ids
+    last = proj[proj["year"] == proj["year"].max()]
+    size = last.assign(a=last["net"].abs()).groupby("project_id")["a"].max()
+    size = size.reindex(ids).fillna(0.0)
+    top = size.sort_values(ascending=False, kind="stable").index[:MAX_NAMED_PROJECTS]
+    return sorted(top, key=str)

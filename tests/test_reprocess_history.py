@@ -114,3 +114,44 @@ def test_basin_totals_and_figure(hist):
     assert len(axes[0].get_lines()) == 4
     basin_line = [ln for ln in axes[0].get_lines() if ln.get_label() == "basin"][0]
     assert list(basin_line.get_ydata()) == pytest.approx([0.0, 1.2 - 4.5, 1.5])
+
+
+def test_figure_names_at_most_eight_projects_and_keeps_its_size():
+    """150 projects (the 5e7-cell benchmark basin had 154) gave a legend taller than the
+    page. Now the 8 projects with the largest net in the newest vintage are named, in one
+    colour across the panels; the others are grey under one legend entry."""
+    import io
+
+    from pipeline.history import FUNCTIONS, MAX_NAMED_PROJECTS
+
+    rows = []
+    for i in range(150):
+        for f in FUNCTIONS:
+            for v, year in (("base", 2015), ("y2023", 2023)):
+                net = 0.0 if v == "base" else float(i if f == "HB" else -i) / 10
+                rows.append({"project_id": f"P{i:03d}", "function": f, "vintage": v, "year": year,
+                             "credit": max(net, 0.0), "debit": max(-net, 0.0), "net": net})
+    fig = history_figure(pd.DataFrame(rows))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    # the largest |net| in 2023: P149, P148, ... (HB +14.9, WQ/HY -14.9)
+    assert labels == [f"P{i:03d}" for i in range(150 - MAX_NAMED_PROJECTS, 150)] + ["142 other projects", "basin"]
+    hb = fig.get_axes()[2]
+    colours = {ln.get_label(): ln.get_color() for ln in hb.get_lines()}
+    assert colours["P149"] == {ln.get_label(): ln.get_color() for ln in fig.get_axes()[0].get_lines()}["P149"]
+    assert sum(ln.get_label() == "_other" for ln in hb.get_lines()) == 142
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    from PIL import Image
+
+    w, h = Image.open(io.BytesIO(buf.getvalue())).size
+    assert h < 400 and w < 1100, (w, h)       # 9 x 3.2 in at 100 dpi, legend beside the panels
+
+
+def test_figure_turns_the_labels_of_close_years(hist):
+    """2015, 2023, 2024 (the demo after a reprocess): upright labels ran into each other."""
+    def rotation(h):
+        return history_figure(h).get_axes()[0].get_xticklabels()[0].get_rotation()
+
+    assert rotation(hist) == 0                                   # 2015, 2018, 2023
+    close = hist.replace({"year": {2018: 2022}})
+    assert rotation(close) == 60                                 # 2015, 2022, 2023
