@@ -24,9 +24,12 @@ Steps cached (keys in :class:`StepCache`):
 ``hydrology``  aligned DEM, basin boundary / outlets, supplied stream layer, parameters.
 ``landscape``  the hydrology key + the aligned land cover of one vintage + its scheme.
 ``sites``      the landscape key of one vintage + its name and year + sites and layers.
+``credit_raster``  one project's credit raster: its sites, their credit rows, the grid and
+               the baseline / assessment land cover under its window (one entry per
+               project; see :meth:`StepCache.credit_raster`).
 
-Everything after the site indicators (scoring, credit rasters, GeoPackage, report)
-is cheap relative to the rasters, or depends on every vintage, and is always recomputed.
+Scoring, the GeoPackage and the report depend on every vintage and are always
+recomputed (the report reuses unchanged figures, pipeline.report.figures).
 
 Below the ``landscape`` step, a :class:`BlockMemo` (``outputs/.cache/<basin>/blocks/``)
 serves the chunk-local block functions of :mod:`pipeline.ops.landcover` (disk shares,
@@ -379,6 +382,28 @@ class StepCache:
                 tmp.unlink(missing_ok=True)
             parts.append(df)
         return pd.concat(parts, ignore_index=True)
+
+    def credit_raster(self, inputs: dict, path: Path, write: Callable[[], None]) -> bool:
+        """The credit raster of one project (pipeline.scoring.spread.write_credit_rasters):
+        link the one written before for the same `inputs` to `path` and return True, or
+        call `write()` (which writes `path`), keep it and return False. Not logged one by
+        one (a basin has hundreds of projects); the caller logs the counts."""
+        key = digest({"step": "credit_raster", "code": code_version(steps_only=True), "inputs": inputs})
+        from pipeline.report.cog import write_raster_styles
+
+        e = self.entry("credit_raster", key)
+        if (e / "meta.json").is_file():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _link_or_copy(e / "raster.tif", path)
+            if (e / "raster.qml").is_file():
+                _link_or_copy(e / "raster.qml", path.with_suffix(".qml"))
+            return True
+        write()
+        files = {"raster.tif": path}
+        for q in write_raster_styles({path.stem: path}):   # as deliver would (it keeps this one)
+            files["raster.qml"] = q
+        self.put("credit_raster", key, files, {"name": path.name})
+        return False
 
     def block_memo(self) -> "BlockMemo":
         """The memo of per-chunk block results beside the step entries (one per cache)."""

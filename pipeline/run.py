@@ -134,7 +134,8 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
         pre = _read(canon[cfg.baseline_name])
         post = _read(canon[cfg.assessment_name])
         credit_paths = write_credit_rasters(ing.sites, result.credits, grid, pre, post,
-                                            layout.credit_raster)
+                                            layout.credit_raster,
+                                            memo=cache.credit_raster if cache is not None else None)
         del pre, post
 
     with timings.step("GeoPackage and report"):

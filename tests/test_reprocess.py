@@ -178,6 +178,14 @@ def test_unchanged_work_comes_from_the_cache(updated, assessed):
     # the maps of unchanged rasters (baseline, upstream area) come from the previous report
     figs = re.search(r"figures: (\d+) drawn \(\d+ process\(es\)\), (\d+) unchanged", log)
     assert figs and int(figs.group(1)) > 0 and int(figs.group(2)) > 0, log[-3000:]
+    # credit rasters: the project of T-03 (inside the change) is written again, projects
+    # whose credits and land cover are unchanged take their raster from the cache, as
+    # published before (test_cached_run_equals_an_uncached_assessment: all equal a plain run)
+    cr = re.search(r"credit rasters: (\d+) written, (\d+) unchanged", log)
+    assert cr and int(cr.group(1)) >= 1 and int(cr.group(2)) >= 1, log[-3000:]
+    old, new = _files(_out(assessed) / "rasters"), _files(_out(updated["folder"]) / "rasters")
+    same = [k for k in new if k.endswith(".tif") and old.get(k) == new[k]]
+    assert len(same) == int(cr.group(2)), (same, cr.groups())
     # reused indicator rasters are identical to the ones published before
     for v in ("baseline", "y2023"):
         old = _files(_out(assessed) / "indicators" / v)

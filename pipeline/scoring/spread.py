@@ -145,48 +145,92 @@ def project_credit_arrays(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: 
 
 def write_credit_rasters(sites: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
                          canonical_pre: np.ndarray, canonical_post: np.ndarray,
-                         path_for) -> dict[str, Path]:
+                         path_for, memo=None) -> dict[str, Path]:
     """Write one multi-band COG per project; return {project_id: path}.
 
     The bands are written window by window into a sparse tiled GeoTIFF, which
     :func:`pipeline.io.rasters.sparse_cog` turns into the COG with overviews averaged
     over the same windows only.
+
+    ``memo`` (pipeline.cache.StepCache.credit_raster, or None) is called as
+    ``memo(inputs, path, write)``: it links the raster written before for the same
+    ``inputs`` (everything the raster is made of, see :func:`project_inputs`) to
+    ``path``, or calls ``write()`` and keeps the result. A new vintage then writes only
+    the rasters of projects whose credits or land cover changed.
     """
+    written = {}
+    reused = 0
+    for pid, group in sites.groupby("project_id", sort=True):
+        path = Path(path_for(pid))
+
+        def write(pid=pid, group=group, path=path):
+            _write_project(pid, group, credits, grid, canonical_pre, canonical_post, path)
+
+        if memo is None:
+            write()
+        else:
+            reused += bool(memo(project_inputs(pid, group, credits, grid, canonical_pre, canonical_post),
+                                path, write))
+        written[str(pid)] = path
+    if memo is not None:
+        log.info("credit rasters: %d written, %d unchanged since an earlier run and reused",
+                 len(written) - reused, reused)
+    return written
+
+
+def project_inputs(pid, group: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
+                   canonical_pre: np.ndarray, canonical_post: np.ndarray) -> dict:
+    """What the credit raster of project `pid` is made of, as a JSON-able document of
+    digests: its sites (ids, geometries), their credit rows, the grid and the baseline
+    and assessment land cover under the project's window."""
+    import hashlib
+
+    from pipeline.cache import frame_digest
+
+    win = project_window(group.geometry, grid)
+    rs, cs = win.slices()
+    rows = credits[credits["site_id"].isin(group["site_id"])]
+    rows = rows[["site_id", "function", "credit", "debit", "score_pre", "score_post"]]
+    cells = [hashlib.sha256(np.ascontiguousarray(a[rs, cs]).tobytes()).hexdigest()
+             for a in (canonical_pre, canonical_post)]
+    return {"project": str(pid), "sites": frame_digest(group[["site_id", "geometry"]]),
+            "credits": frame_digest(rows.sort_values(["site_id", "function"]).reset_index(drop=True)),
+            "grid": grid.describe(), "window": [win.row0, win.col0, win.height, win.width],
+            "landcover": cells}
+
+
+def _write_project(pid, group: gpd.GeoDataFrame, credits: pd.DataFrame, grid: Grid,
+                   canonical_pre: np.ndarray, canonical_post: np.ndarray, path: Path) -> None:
     from rasterio.windows import Window as RioWindow
 
     from pipeline.io.rasters import GTIFF_OPTIONS, atomic_raster, sparse_cog
 
-    written = {}
-    for pid, group in sites.groupby("project_id", sort=True):
-        win = project_window(group.geometry, grid)
-        path = Path(path_for(pid))
-        main = path.with_name(f".{path.stem}.main.tif")
-        profile = dict(GTIFF_OPTIONS, width=win.width, height=win.height, count=len(BANDS),
-                       dtype="float64", crs=grid.crs.to_wkt(), transform=win.transform(grid),
-                       nodata=NODATA, predictor=3, blockxsize=256, blockysize=256, SPARSE_OK=True)
-        if win.width < 256 or win.height < 256:
-            profile.update(tiled=False)
-            profile.pop("blockxsize")
-            profile.pop("blockysize")
-        groups = site_groups(group.geometry, grid)
-        if len(groups) == 1 or not profile["tiled"]:
-            groups = [(win, np.arange(len(group)))]
-        try:
-            with atomic_raster(main, profile) as dst:
-                for gwin, members in groups:
-                    _, arr = project_credit_arrays(group.iloc[members], credits, grid, canonical_pre,
-                                                   canonical_post, gwin)
-                    dst.write(arr, window=RioWindow(gwin.col0 - win.col0, gwin.row0 - win.row0,
-                                                    gwin.width, gwin.height))
-                for i, name in enumerate(BANDS, 1):
-                    dst.set_band_description(i, name)
-                dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
-                                landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
-                                                 "(canonical codes 1 forest .. 9 other)")
-            sparse_cog(main, [(g.row0 - win.row0, g.col0 - win.col0, g.height, g.width) for g, _ in groups], path)
-        finally:
-            main.unlink(missing_ok=True)
-        written[str(pid)] = path
-        log.debug("credit raster %s: %d x %d cells, %d site group(s)", path.name, win.width, win.height,
-                  len(groups))
-    return written
+    win = project_window(group.geometry, grid)
+    main = path.with_name(f".{path.stem}.main.tif")
+    profile = dict(GTIFF_OPTIONS, width=win.width, height=win.height, count=len(BANDS),
+                   dtype="float64", crs=grid.crs.to_wkt(), transform=win.transform(grid),
+                   nodata=NODATA, predictor=3, blockxsize=256, blockysize=256, SPARSE_OK=True)
+    if win.width < 256 or win.height < 256:
+        profile.update(tiled=False)
+        profile.pop("blockxsize")
+        profile.pop("blockysize")
+    groups = site_groups(group.geometry, grid)
+    if len(groups) == 1 or not profile["tiled"]:
+        groups = [(win, np.arange(len(group)))]
+    try:
+        with atomic_raster(main, profile) as dst:
+            for gwin, members in groups:
+                _, arr = project_credit_arrays(group.iloc[members], credits, grid, canonical_pre,
+                                               canonical_post, gwin)
+                dst.write(arr, window=RioWindow(gwin.col0 - win.col0, gwin.row0 - win.row0,
+                                                gwin.width, gwin.height))
+            for i, name in enumerate(BANDS, 1):
+                dst.set_band_description(i, name)
+            dst.update_tags(project_id=str(pid), sites=",".join(map(str, group["site_id"])),
+                            landcover_change="0 unchanged; else baseline_code*10 + assessment_code "
+                                             "(canonical codes 1 forest .. 9 other)")
+        sparse_cog(main, [(g.row0 - win.row0, g.col0 - win.col0, g.height, g.width) for g, _ in groups], path)
+    finally:
+        main.unlink(missing_ok=True)
+    log.debug("credit raster %s: %d x %d cells, %d site group(s)", path.name, win.width, win.height,
+              len(groups))
