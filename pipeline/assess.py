@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -72,7 +73,8 @@ def assess(config_path: Path, out: Path | None = None, chunk_size: int | None = 
         vers = versions()
         log.info("versions: %s", json.dumps(vers, ensure_ascii=False))
         log.info("configuration: %s", cfg.model_dump_json())
-        work = Path(tempfile.mkdtemp(prefix=f".work-{cfg.basin.name}-", dir=pub.parent))
+        _remove_dead_work(pub.parent, cfg.basin.name)
+        work = Path(tempfile.mkdtemp(prefix=f".work-{cfg.basin.name}-{os.getpid()}-", dir=pub.parent))
         try:
             from pipeline.run import run_steps
 
@@ -92,6 +94,27 @@ def assess(config_path: Path, out: Path | None = None, chunk_size: int | None = 
         final = pub.publish()
     print(f"outputs written to {final}")
     return final
+
+
+def _remove_dead_work(parent: Path, basin: str) -> None:
+    """Remove what killed runs left: their work folders (``.work-<basin>-<pid>-*`` beside the
+    outputs: aligned inputs, intermediate rasters) and their temporary tile folders
+    (pipeline.ops.tiles.remove_stale_stores). A run that ends, even by an error, removes
+    its own; SIGKILL, the out-of-memory killer or a reboot do not let it."""
+    from pipeline.io.outputs import _alive
+    from pipeline.ops.tiles import remove_stale_stores
+
+    prefix = f".work-{basin}-"
+    for p in parent.glob(f"{prefix}*"):
+        rest = p.name[len(prefix):].split("-")       # <pid>-<random>: not another basin's
+        if len(rest) != 2 or not rest[0].isdigit() or not p.is_dir():
+            continue
+        pid = int(rest[0])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        log.info("removed the work folder of a killed run: %s", p)
+    remove_stale_stores()
 
 
 def _manifest(cfg: Config, ing: Ingested, vers: dict, timings: Timings, layout: OutputLayout,

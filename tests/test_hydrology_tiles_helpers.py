@@ -82,3 +82,31 @@ def test_hydrology_to_files_on_process_workers(tmp_path):
         with rasterio.open(ref[key]) as a, rasterio.open(got[key]) as b:
             assert np.array_equal(a.read(1), b.read(1), equal_nan=True)
     assert RasterReader(dem).shape == (40, 45)
+
+
+def test_stale_stores_of_killed_processes_are_removed(tmp_path):
+    """A run killed with SIGKILL cannot remove its tile folder (gigabytes on a large basin);
+    the next run does: folders whose owner pid is gone go, live ones and foreign names stay."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.ops.tiles import remove_stale_stores
+
+    code = ("import sys, numpy as np; from pipeline.ops.tiles import ChunkStore, Tile; "
+            "s = ChunkStore(parent=sys.argv[1], prefix='pipeline-acc-'); "
+            "s.put('a', Tile(0, 0, 0, 2, 0, 2), np.ones((2, 2))); print(s.root, flush=True); "
+            "import time; time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    dead = proc.stdout.readline().strip()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    proc.stdout.close()
+    assert os.path.basename(dead).startswith(f"pipeline-acc-{proc.pid}-") and os.path.isdir(dead)
+    live = ChunkStore(parent=tmp_path, prefix="pipeline-acc-")
+    other = tmp_path / "pipeline-acc-notapid-x"           # not a store name: never touched
+    other.mkdir()
+    assert remove_stale_stores(tmp_path) == 1
+    assert not os.path.exists(dead) and live.root.is_dir() and other.is_dir()
+    live.close()

@@ -365,10 +365,12 @@ def test_kill_mid_run_keeps_outputs_and_next_run_matches(updated, assessed, tmp_
     lock = json.loads((folder / "basin" / "tiny-store" / "reprocess.lock").read_text())
     assert lock["pid"] == proc.pid
     assert list(out.parent.glob(".tiny.staging-*"))
+    assert list(out.parent.glob(f".work-tiny-{proc.pid}-*"))      # its aligned inputs
 
     code = reprocess(_cfg(folder), out=out)               # takes the stale lock over
     assert code == 0
     assert not list(out.parent.glob(".tiny.staging-*"))
+    assert not list(out.parent.glob(".work-tiny-*"))
     assert not (folder / "basin" / "tiny-store" / "reprocess.lock").exists()
     assert _comparable(out) == _comparable(_out(updated["folder"]))
     assert _files(out) != published

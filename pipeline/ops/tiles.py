@@ -148,6 +148,33 @@ def read_halo(reader, tile: Tile, halo: int, fill, dtype=None) -> np.ndarray:
     return out
 
 
+def remove_stale_stores(parent: str | os.PathLike | None = None) -> int:
+    """Remove the folders of :class:`ChunkStore` s whose process is gone; return how many.
+
+    A store removes its folder when closed, but a run killed with SIGKILL (or by the
+    out-of-memory killer, or a reboot of a scheduled job's machine) cannot, and the
+    tiles of a large basin take gigabytes. Folders are named ``<prefix><pid>-<random>``
+    (in ``parent``, default the system temporary folder); those of live processes and
+    of other users are left alone.
+    """
+    from pipeline.io.outputs import _alive
+
+    n = 0
+    for p in Path(parent or tempfile.gettempdir()).glob("pipeline-*-*-*"):
+        parts = p.name.split("-")        # pipeline, kind, pid, random (mkdtemp uses no '-')
+        if len(parts) != 4 or not parts[2].isdigit() or not p.is_dir():
+            continue
+        pid = int(parts[2])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        n += not p.exists()
+    if n:
+        log.info("removed %d temporary tile folder(s) of killed runs from %s", n,
+                 parent or tempfile.gettempdir())
+    return n
+
+
 class ChunkStore:
     """Per-tile arrays kept as small self-describing binary files in a temporary folder.
 
@@ -160,7 +187,8 @@ class ChunkStore:
     """
 
     def __init__(self, parent: str | os.PathLike | None = None, prefix: str = "pipeline-tiles-"):
-        self.root = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+        # the owner's pid in the name: a killed run's folder is found by remove_stale_stores
+        self.root = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", dir=parent))
         self._finalizer = weakref.finalize(self, shutil.rmtree, str(self.root), True)
 
     def __getstate__(self):
@@ -185,7 +213,8 @@ class ChunkStore:
                 fh.write(array.tobytes())
         except OSError as exc:
             raise OutputError(f"cannot write a temporary tile: {exc}", path=str(self.root),
-                              fix="free disk space in the output folder") from exc
+                              fix=f"free disk space in {self.root.parent}, or point TMPDIR to a "
+                                  "folder on a larger disk") from exc
 
     def get(self, name: str, tile: Tile, mmap: bool = False) -> np.ndarray:
         path = self._path(name, tile)
