@@ -112,6 +112,19 @@ def code_version(steps_only: bool = False) -> str:
     return _CODE_VERSION[steps_only]
 
 
+STYLE_CODE = ("report/cog.py", "report/styles.py")
+
+
+def style_code() -> str:
+    """Hash of the code that writes raster style sidecars (:data:`STYLE_CODE`). Step keys
+    leave ``report/`` out, so a sidecar kept in a step entry is used only while this is
+    unchanged (:meth:`StepCache.restore_styled`)."""
+    h = hashlib.sha256()
+    for rel in STYLE_CODE:
+        h.update((PACKAGE / rel).read_bytes())
+    return h.hexdigest()
+
+
 def frame_digest(df: pd.DataFrame | None) -> str | None:
     """Content hash of a (Geo)DataFrame: geometries as WKB, attributes as values."""
     if df is None:
@@ -254,6 +267,15 @@ class StepCache:
             out[p.name] = dest / p.name
         return out
 
+    def restore_styled(self, step: str, key: str, dest: Path) -> dict[str, Path]:
+        """:meth:`restore`, but the entry's style sidecars (``.qml``) are dropped when the
+        styling code changed since they were written (publishing then writes new ones)."""
+        out = self.restore(step, key, dest)
+        if self.meta(step, key).get("style_code") != style_code():
+            for name in [n for n in out if n.endswith(".qml")]:
+                out.pop(name).unlink()
+        return out
+
     def _clean_debris(self) -> None:
         if not self.root.is_dir():
             return
@@ -321,7 +343,7 @@ class StepCache:
         folder = layout.hydrology_of(vintage)
         if self.get("hydrology", key) is not None:
             meta = self.meta("hydrology", key)
-            self.restore("hydrology", key, folder)
+            self.restore_styled("hydrology", key, folder)
             paths = {k: folder / name for k, name in meta["paths"].items()}
             notes.extend(meta["notes"])
             with rasterio.open(paths["basin_mask"]) as src:
@@ -338,7 +360,8 @@ class StepCache:
             if p.suffix.lower() in (".tif", ".tiff"):
                 convert_to_cog(p)
         rel = {k: _inside(p, folder) for k, p in hyd.paths.items()}
-        self.put("hydrology", key, _with_styles(hyd.paths, folder, rel), {"paths": rel, "notes": mine})
+        self.put("hydrology", key, _with_styles(hyd.paths, folder, rel),
+                 {"paths": rel, "notes": mine, "style_code": style_code()})
         return hyd
 
     def landscape(self, ing, v, aligned: dict, hyd, layout, params: dict, chunk: int,
@@ -349,12 +372,12 @@ class StepCache:
         dest = layout.indicators(v.name)
         if self.get("landscape", key) is not None:
             meta = self.meta("landscape", key)
-            self.restore("landscape", key, dest)
+            self.restore_styled("landscape", key, dest)
             paths = {k: dest / name for k, name in meta["paths"].items()}
             return paths["canonical"], paths
         canon, paths = compute(ing, v, aligned, hyd, layout, params, chunk, memo=self.block_memo())
         rel = {k: _inside(p, dest) for k, p in paths.items()}
-        self.put("landscape", key, _with_styles(paths, dest, rel), {"paths": rel})
+        self.put("landscape", key, _with_styles(paths, dest, rel), {"paths": rel, "style_code": style_code()})
         return canon, paths
 
     def site_indicators(self, ing, hyd, landscape: dict, params: dict, compute: Callable) -> pd.DataFrame:
@@ -388,7 +411,8 @@ class StepCache:
         link the one written before for the same `inputs` to `path` and return True, or
         call `write()` (which writes `path`), keep it and return False. Not logged one by
         one (a basin has hundreds of projects); the caller logs the counts."""
-        key = digest({"step": "credit_raster", "code": code_version(steps_only=True), "inputs": inputs})
+        # all the code: the writer (scoring/spread.py) and the style (report/) are outside the step code
+        key = digest({"step": "credit_raster", "code": code_version(), "inputs": inputs})
         from pipeline.report.cog import write_raster_styles
 
         e = self.entry("credit_raster", key)

@@ -92,6 +92,26 @@ def test_put_get_restore_roundtrip(tmp_path):
     assert not [p for p in (tmp_path / "cache" / "step").iterdir() if p.name.startswith(".")]
 
 
+def test_style_sidecars_of_an_entry_are_dropped_when_the_style_code_changed(tmp_path):
+    """Step keys leave report/ out; a .qml kept in an entry is restored only while the
+    styling code (pipeline.report.cog / styles) is the one that wrote it."""
+    from pipeline.cache import style_code
+
+    c = StepCache(tmp_path / "cache")
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "a.tif").write_bytes(b"alpha")
+    (src / "a.qml").write_text("<qgis/>")
+    files = {"a.tif": src / "a.tif", "a.qml": src / "a.qml"}
+    c.put("step", "now", files, {"style_code": style_code()})
+    c.put("step", "old", files, {"style_code": "0" * 64})
+    assert sorted(c.restore_styled("step", "now", tmp_path / "r1")) == ["a.qml", "a.tif"]
+    assert (tmp_path / "r1" / "a.qml").is_file()
+    assert sorted(c.restore_styled("step", "old", tmp_path / "r2")) == ["a.tif"]
+    assert not (tmp_path / "r2" / "a.qml").exists()
+    assert (c.entry("step", "old") / "a.qml").is_file()       # the entry itself is left as it is
+
+
 def test_half_written_entries_are_never_seen_and_debris_is_removed(tmp_path):
     root = tmp_path / "cache"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
