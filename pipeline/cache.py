@@ -6,6 +6,7 @@ Layout (one cache per basin, beside the published outputs)::
     outputs/.cache/<basin>/<step>/.<key>.tmp-<pid>/  an entry being written (debris if pid is dead)
     outputs/.cache/<basin>/hashes.json            memo of input sha256 by (path, size, mtime, inode)
     outputs/.cache/<basin>/published.json         run key of the last published run (pipeline.reprocess)
+    outputs/.cache/<basin>/runs.json              entries used by the last KEEP_RUNS runs (pruning)
 
 A key is the sha256 of a canonical JSON document of everything the step's result
 depends on: the content hashes of its inputs (never their paths), the method
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 
 PACKAGE = Path(__file__).resolve().parent
 CACHE_FORMAT = 1
+STEPS = ("aligned", "hydrology", "landscape", "sites", "credit_raster")   # folders of step entries
+KEEP_RUNS = 3   # step entries used by none of the last KEEP_RUNS runs are removed (StepCache.close)
 
 
 def digest(obj) -> str:
@@ -209,6 +212,7 @@ class StepCache:
         self.sources = HashMemo(self.root / "hashes.json")   # input files (shared with pipeline.reprocess)
         self._keys: dict[str, str] = {}
         self._blocks: BlockMemo | None = None
+        self.used: set[str] = set()    # "<step>/<key>" of the entries this run read or wrote
         self._clean_debris()
 
     # -- generic entries ---------------------------------------------------------
@@ -218,6 +222,7 @@ class StepCache:
     def get(self, step: str, key: str) -> Path | None:
         e = self.entry(step, key)
         if (e / "meta.json").is_file():
+            self.used.add(f"{step}/{key}")
             self.stats.hits.append(f"{step}/{key[:12]}")
             log.info("cache hit: %s %s", step, key[:12])
             return e
@@ -231,6 +236,7 @@ class StepCache:
     def put(self, step: str, key: str, files: dict[str, Path], meta: dict) -> Path:
         """Store `files` ({name in entry: source path}) and `meta` under `key`, atomically."""
         final = self.entry(step, key)
+        self.used.add(f"{step}/{key}")
         if final.exists():
             return final
         tmp = final.parent / f".{key}.tmp-{os.getpid()}"
@@ -417,6 +423,7 @@ class StepCache:
 
         e = self.entry("credit_raster", key)
         if (e / "meta.json").is_file():
+            self.used.add(f"credit_raster/{key}")
             path.parent.mkdir(parents=True, exist_ok=True)
             _link_or_copy(e / "raster.tif", path)
             if (e / "raster.qml").is_file():
@@ -436,13 +443,55 @@ class StepCache:
         return self._blocks
 
     def close(self) -> None:
-        """Save the input hash memo; trim the block memo to its size budget (least recently
-        used blocks go first)."""
+        """After a run that finished its steps: save the input hash memo, remove the step
+        entries no recent run used (:meth:`prune_unused`) and trim the block memo to its
+        size budget (least recently used blocks go first)."""
         self.sources.save()
+        self.prune_unused()
         if self._blocks is not None:
             log.info("block memo: %d chunk result(s) reused, %d computed", self._blocks.hits,
                      self._blocks.misses)
             self._blocks.prune()
+
+    def prune_unused(self, keep_runs: int = KEEP_RUNS) -> int:
+        """Record the entries this run used in ``runs.json`` and remove every step entry
+        that none of the last `keep_runs` runs used; return how many were removed.
+
+        Every run restores every vintage's entries, so what goes is what no run will
+        ask for again: entries of replaced inputs, of removed vintages and of an
+        earlier version of the code (a new version keys everything anew, and the old
+        entries would otherwise keep a second copy of the outputs on disk).
+        """
+        path = self.root / "runs.json"
+        try:
+            runs = json.loads(path.read_text(encoding="utf-8"))["runs"]
+        except (OSError, ValueError, KeyError, TypeError):
+            runs = []
+        runs = (runs + [{"time": _now(), "used": sorted(self.used)}])[-keep_runs:]
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".runs.{os.getpid()}.json")
+        tmp.write_text(json.dumps({"runs": runs}, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+        keep = {u for r in runs for u in r["used"]}
+        n = 0
+        freed = 0
+        for step in sorted(p for p in self.root.iterdir() if p.is_dir() and p.name in STEPS):
+            for e in step.iterdir():
+                if e.name.startswith(".") or f"{step.name}/{e.name}" in keep:
+                    continue
+                freed += sum(f.stat().st_size for f in e.iterdir() if f.is_file() and f.stat().st_nlink == 1)
+                shutil.rmtree(e, ignore_errors=True)
+                n += 1
+        if n:
+            log.info("cache: removed %d entr%s that none of the last %d runs used (%.0f MB freed)",
+                     n, "y" if n == 1 else "ies", len(runs), freed / 1e6)
+        return n
+
+
+def _now() -> str:
+    import datetime as dt
+
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def _with_styles(paths: dict[str, Path], folder: Path, rel: dict[str, str]) -> dict[str, Path]:

@@ -112,6 +112,41 @@ def test_style_sidecars_of_an_entry_are_dropped_when_the_style_code_changed(tmp_
     assert (c.entry("step", "old") / "a.qml").is_file()       # the entry itself is left as it is
 
 
+def test_entries_no_recent_run_used_are_removed(tmp_path):
+    """close() keeps what any of the last KEEP_RUNS runs used (every run restores every
+    vintage's entries) and removes the rest: replaced inputs, an older code version."""
+    from pipeline.cache import KEEP_RUNS
+
+    src = tmp_path / "run"
+    src.mkdir()
+    (src / "a.tif").write_bytes(b"alpha")
+
+    def run(puts=(), gets=()):
+        c = StepCache(tmp_path / "cache")
+        for step, key in puts:
+            c.put(step, key, {"a.tif": src / "a.tif"}, {})
+        for step, key in gets:
+            assert c.get(step, key) is not None
+        c.close()
+
+    def entries():
+        return sorted(f"{s.name}/{e.name}" for s in (tmp_path / "cache").iterdir() if s.is_dir()
+                      for e in s.iterdir())
+
+    run(puts=[("landscape", "v1"), ("landscape", "v2"), ("sites", "s1")])
+    (tmp_path / "cache" / "blocks").mkdir()          # the block memo has its own budget
+    run(puts=[("landscape", "v3")], gets=[("landscape", "v1"), ("sites", "s1")])   # v2 replaced by v3
+    for _ in range(KEEP_RUNS - 1):
+        assert "landscape/v2" in entries()
+        run(gets=[("landscape", "v1"), ("landscape", "v3"), ("sites", "s1")])
+    assert entries() == ["landscape/v1", "landscape/v3", "sites/s1"]
+    assert (tmp_path / "cache" / "blocks").is_dir()
+    # a damaged runs.json is started again (and prunes to what this run used)
+    (tmp_path / "cache" / "runs.json").write_text("{", encoding="utf-8")
+    run(gets=[("landscape", "v1")])
+    assert entries() == ["landscape/v1"]
+
+
 def test_half_written_entries_are_never_seen_and_debris_is_removed(tmp_path):
     root = tmp_path / "cache"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
