@@ -254,11 +254,14 @@ def run(args: argparse.Namespace | list[str] | None = None) -> int:
             "reuse_in_same_cells_reprocess": floor,
             "steps_full_assess_s": m_full["timings_s"], "steps_reprocess_s": m_new["timings_s"],
             "steps_same_cells_s": m_floor["timings_s"],
+            "peak_rss_mb": {"full_assess": m_full.get("peak_rss_mb"), "reprocess_new_vintage": m_new.get("peak_rss_mb"),
+                            "reprocess_same_cells": m_floor.get("peak_rss_mb")},
             "cpu_count": os.cpu_count(),
         }
         written = args.out / ("reprocess_large.json" if args.basin == "large" else "reprocess.json")
         written.write_text(json.dumps(result, indent=2, ensure_ascii=False), encoding="utf-8")
         print(f"floor (publication only) / full = {t_floor / t_full:.3f}")
+        print(f"peak RSS (MB): {result['peak_rss_mb']}")
         print(f"ratio reprocess / full = {ratio:.3f} (target <= {TARGET_RATIO}); "
               f"written {written}")
         return 0
