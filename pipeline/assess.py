@@ -101,18 +101,10 @@ def _remove_dead_work(parent: Path, basin: str) -> None:
     outputs: aligned inputs, intermediate rasters) and their temporary tile folders
     (pipeline.ops.tiles.remove_stale_stores). A run that ends, even by an error, removes
     its own; SIGKILL, the out-of-memory killer or a reboot do not let it."""
-    from pipeline.io.outputs import _alive
+    from pipeline.io.outputs import remove_orphans
     from pipeline.ops.tiles import remove_stale_stores
 
-    prefix = f".work-{basin}-"
-    for p in parent.glob(f"{prefix}*"):
-        rest = p.name[len(prefix):].split("-")       # <pid>-<random>: not another basin's
-        if len(rest) != 2 or not rest[0].isdigit() or not p.is_dir():
-            continue
-        pid = int(rest[0])
-        if pid == os.getpid() or _alive(pid):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
+    for p in remove_orphans(parent, f".work-{basin}-"):
         log.info("removed the work folder of a killed run: %s", p)
     remove_stale_stores()
 

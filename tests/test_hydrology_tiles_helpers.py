@@ -110,3 +110,11 @@ def test_stale_stores_of_killed_processes_are_removed(tmp_path):
     assert remove_stale_stores(tmp_path) == 1
     assert not os.path.exists(dead) and live.root.is_dir() and other.is_dir()
     live.close()
+    # work folders (pipeline.assess): basin "a" never takes basin "a-4242"'s folder for its own
+    from pipeline.io.outputs import remove_orphans
+
+    mine, theirs = tmp_path / f".work-a-{proc.pid}-x1", tmp_path / f".work-a-4242-{proc.pid}-x2"
+    mine.mkdir()
+    theirs.mkdir()
+    assert remove_orphans(tmp_path, ".work-a-") == [mine]
+    assert theirs.is_dir()

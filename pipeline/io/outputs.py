@@ -126,6 +126,27 @@ class Publisher:
             shutil.rmtree(self.staging, ignore_errors=True)
 
 
+def remove_orphans(parent: Path, prefix: str) -> list[Path]:
+    """Remove the folders ``parent/<prefix><pid>-<random>`` whose process `pid` is gone (a
+    run killed by SIGKILL, the out-of-memory killer or a reboot cannot remove its own);
+    return them. `prefix` may hold glob wildcards (``pipeline-*-``); names with more
+    parts (another basin's ``.work-a-b-<pid>-...`` for ``.work-a-``) and folders of live
+    processes or other users are left alone."""
+    import fnmatch
+
+    removed = []
+    for p in Path(parent).glob(f"{prefix}*"):
+        head, pid, rand = (p.name.rsplit("-", 2) + ["", ""])[:3]
+        if not (fnmatch.fnmatchcase(f"{head}-", prefix) and pid.isdigit() and rand and p.is_dir()):
+            continue
+        if int(pid) == os.getpid() or _alive(int(pid)):
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        if not p.exists():
+            removed.append(p)
+    return removed
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -157,18 +157,9 @@ def remove_stale_stores(parent: str | os.PathLike | None = None) -> int:
     (in ``parent``, default the system temporary folder); those of live processes and
     of other users are left alone.
     """
-    from pipeline.io.outputs import _alive
+    from pipeline.io.outputs import remove_orphans
 
-    n = 0
-    for p in Path(parent or tempfile.gettempdir()).glob("pipeline-*-*-*"):
-        parts = p.name.split("-")        # pipeline, kind, pid, random (mkdtemp uses no '-')
-        if len(parts) != 4 or not parts[2].isdigit() or not p.is_dir():
-            continue
-        pid = int(parts[2])
-        if pid == os.getpid() or _alive(pid):
-            continue
-        shutil.rmtree(p, ignore_errors=True)
-        n += not p.exists()
+    n = len(remove_orphans(Path(parent or tempfile.gettempdir()), "pipeline-*-"))
     if n:
         log.info("removed %d temporary tile folder(s) of killed runs from %s", n,
                  parent or tempfile.gettempdir())
