@@ -417,10 +417,11 @@ class StepCache:
         link the one written before for the same `inputs` to `path` and return True, or
         call `write()` (which writes `path`), keep it and return False. Not logged one by
         one (a basin has hundreds of projects); the caller logs the counts."""
+        from pipeline.report.cog import raster_style_qml
+        from pipeline.report.model import write_text
+
         # all the code: the writer (scoring/spread.py) and the style (report/) are outside the step code
         key = digest({"step": "credit_raster", "code": code_version(), "inputs": inputs})
-        from pipeline.report.cog import write_raster_styles
-
         e = self.entry("credit_raster", key)
         if (e / "meta.json").is_file():
             self.used.add(f"credit_raster/{key}")
@@ -431,8 +432,9 @@ class StepCache:
             return True
         write()
         files = {"raster.tif": path}
-        for q in write_raster_styles({path.stem: path}):   # as deliver would (it keeps this one)
-            files["raster.qml"] = q
+        qml = raster_style_qml(path.stem, path)     # as deliver would write it (it keeps this one)
+        if qml is not None:
+            files["raster.qml"] = write_text(path.with_suffix(".qml"), qml)
         self.put("credit_raster", key, files, {"name": path.name})
         return False
 
