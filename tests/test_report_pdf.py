@@ -193,3 +193,63 @@ def test_shaping_each_cell_string_once_gives_identical_pdf_bytes(monkeypatch):
     from matplotlib import _text_helpers
 
     assert _text_helpers.layout.__module__ == "matplotlib._text_helpers"   # restored after drawing
+
+
+def _figure_page(png, reader=None) -> bytes:
+    """The PDF bytes of one page holding the figure `png` (read by `reader` when given)."""
+    import io
+
+    from matplotlib.backends.backend_pdf import PdfPages
+
+    from pipeline.report import pdf as pdfmod
+    from pipeline.report.figures import FigureFile
+
+    buf = io.BytesIO()
+    with matplotlib.rc_context(rc_params()), PdfPages(buf, metadata={"CreationDate": None}) as out:
+        w = pdfmod._Writer(out, "footer")
+        w.new_page()
+        if reader is None:
+            w.figure(FigureFile("f", png, "a map"), 1)
+        else:
+            real = pdfmod.Image.open
+            pdfmod.Image.open = lambda p: _FloatImage(reader(p), real(p))
+            try:
+                w.figure(FigureFile("f", png, "a map"), 1)
+            finally:
+                pdfmod.Image.open = real
+        w.flush()
+    return buf.getvalue()
+
+
+class _FloatImage:
+    """Stands in for the PIL image in `_Writer.figure` and hands over matplotlib's float pixels."""
+
+    def __init__(self, arr, im):
+        self.arr, self.mode, self.im = arr, "RGBA", im
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.im.close()
+
+    def __array__(self, dtype=None, copy=None):
+        return self.arr
+
+
+def test_figures_are_embedded_from_their_8bit_pixels_as_from_floats(tmp_path):
+    """The PDF page of a figure read as 8-bit pixels is byte-identical to the one from
+    matplotlib's float reading of the same PNG (the faster read changes nothing)."""
+    import matplotlib.image as mpimg
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rng = np.random.default_rng(5)
+    with matplotlib.rc_context(rc_params()):
+        fig = Figure(figsize=(4, 3))
+        ax = fig.add_subplot()
+        ax.imshow(rng.random((60, 80)), cmap="viridis", interpolation="nearest")
+        ax.set_title("流域 map")
+        png = tmp_path / "f.png"
+        fig.savefig(png, dpi=150)
+    assert _figure_page(png) == _figure_page(png, reader=mpimg.imread)
