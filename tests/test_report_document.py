@@ -100,6 +100,32 @@ def test_annex_holds_every_trace_table_in_full(report):
     assert rows["参数表"] == len(run.parameters)
 
 
+def test_annex_lists_the_baseline_and_assessment_vintages_only(report):
+    """A vintage between the two (a scheduled reprocess adds one a year) stays out of the
+    per-site trace tables, which would otherwise grow by a page run per vintage; the
+    annex says where its rows are (site_scores, history)."""
+    import dataclasses
+
+    import pandas as pd
+
+    from pipeline.report.content import build
+
+    run, _, _ = report
+    mid = run.site_scores[run.site_scores["vintage"] == run.assessment[0]].assign(vintage="y2020", year=2020)
+    run3 = dataclasses.replace(run, site_scores=pd.concat([run.site_scores, mid], ignore_index=True))
+    annex = build(run3, [])[-1]
+    tables = {b[1]: b[2] for b in annex.blocks if b[0] == "table"}
+    site_tables = [t for title, t in tables.items() if "site_scores" in title]
+    assert len(site_tables) == 3
+    for t in site_tables:
+        assert len(t) == len(run.site_scores)
+        assert set(t["vintage"]) == {run.baseline[0], run.assessment[0]}
+    intro = next(b[1] for b in annex.blocks if b[0] == "p")
+    assert "y2020" in intro and "site_scores" in intro and "history.csv" in intro
+    # with the two vintages only, the intro has no such note
+    assert "history.csv" not in next(b[1] for b in build(run, [])[-1].blocks if b[0] == "p")
+
+
 def test_numbers_in_text_come_from_the_run(report):
     run, html_path, _ = report
     text = html_path.read_text(encoding="utf-8")

@@ -315,7 +315,14 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
 
     # 8 附件 -------------------------------------------------------------------------------
     sec = Section("八", "附件：各项指标得分支撑材料")
-    sec.p("下列表格为本次评估的完整计算追溯（与 GeoPackage 中同名属性表一致），地图为关键指标栅格。")
+    # the two vintages the credits are computed from: the report does not grow with every
+    # vintage a scheduled reprocess adds (the others are in site_scores and history)
+    two = [run.baseline[0], run.assessment[0]]
+    others = sorted(set(run.site_scores["vintage"]) - set(two))
+    sec.p("下列表格为本次评估的完整计算追溯（与 GeoPackage 中同名属性表一致），地图为关键指标栅格。"
+          + (f"场地指标表列出基期（{by} 年）与评估期（{ay} 年）；其余 {len(others)} 期"
+             f"（{'、'.join(others)}）的场地指标见 GeoPackage 的 site_scores 表，各期信用见 tables/history.csv。"
+             if others else ""))
     for key in figure_keys:
         if key.startswith("map_"):
             sec.fig(key)
@@ -323,7 +330,7 @@ def build(run: RunOutputs, figure_keys: list[str]) -> list[Section]:
                         for i in BY_NAME.values() if i.name in run.site_scores.columns])
     if len(cat):
         sec.table("附表0 三级指标说明（pipeline/indicators/catalog.py）", cat)
-    sc_tab = run.site_scores.copy()
+    sc_tab = run.site_scores[run.site_scores["vintage"].isin(two)]
     ind_cols = [c for c in sc_tab.columns if c in BY_NAME]
     pts_cols = sorted(c for c in sc_tab.columns if c.startswith("pts_"))
     sec.table("附表1 场地三级指标值（site_scores：指标）", sc_tab[["site_id", "vintage", "year", *ind_cols]].round(4))
