@@ -195,8 +195,8 @@ def test_shaping_each_cell_string_once_gives_identical_pdf_bytes(monkeypatch):
     assert _text_helpers.layout.__module__ == "matplotlib._text_helpers"   # restored after drawing
 
 
-def _figure_page(png, reader=None) -> bytes:
-    """The PDF bytes of one page holding the figure `png` (read by `reader` when given)."""
+def _figure_page(png) -> bytes:
+    """The PDF bytes of one page holding the figure `png`."""
     import io
 
     from matplotlib.backends.backend_pdf import PdfPages
@@ -208,41 +208,37 @@ def _figure_page(png, reader=None) -> bytes:
     with matplotlib.rc_context(rc_params()), PdfPages(buf, metadata={"CreationDate": None}) as out:
         w = pdfmod._Writer(out, "footer")
         w.new_page()
-        if reader is None:
-            w.figure(FigureFile("f", png, "a map"), 1)
-        else:
-            real = pdfmod.Image.open
-            pdfmod.Image.open = lambda p: _FloatImage(reader(p), real(p))
-            try:
-                w.figure(FigureFile("f", png, "a map"), 1)
-            finally:
-                pdfmod.Image.open = real
+        w.figure(FigureFile("f", png, "a map"), 1)
         w.flush()
     return buf.getvalue()
 
 
-class _FloatImage:
-    """Stands in for the PIL image in `_Writer.figure` and hands over matplotlib's float pixels."""
+class _FloatPixels:
+    """Stands in for the PIL image `_Writer.figure` opens and hands over matplotlib's
+    float reading of the same PNG (what the writer read before)."""
 
-    def __init__(self, arr, im):
-        self.arr, self.mode, self.im = arr, "RGBA", im
+    def __init__(self, path):
+        import matplotlib.image as mpimg
+
+        self.arr, self.mode = mpimg.imread(path), "RGBA"
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.im.close()
+        return None
 
     def __array__(self, dtype=None, copy=None):
         return self.arr
 
 
-def test_figures_are_embedded_from_their_8bit_pixels_as_from_floats(tmp_path):
+def test_figures_are_embedded_from_their_8bit_pixels_as_from_floats(tmp_path, monkeypatch):
     """The PDF page of a figure read as 8-bit pixels is byte-identical to the one from
     matplotlib's float reading of the same PNG (the faster read changes nothing)."""
-    import matplotlib.image as mpimg
     import numpy as np
     from matplotlib.figure import Figure
+
+    from pipeline.report import pdf as pdfmod
 
     rng = np.random.default_rng(5)
     with matplotlib.rc_context(rc_params()):
@@ -252,4 +248,6 @@ def test_figures_are_embedded_from_their_8bit_pixels_as_from_floats(tmp_path):
         ax.set_title("流域 map")
         png = tmp_path / "f.png"
         fig.savefig(png, dpi=150)
-    assert _figure_page(png) == _figure_page(png, reader=mpimg.imread)
+    eight_bit = _figure_page(png)
+    monkeypatch.setattr(pdfmod.Image, "open", _FloatPixels)
+    assert eight_bit == _figure_page(png)
