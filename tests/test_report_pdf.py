@@ -6,14 +6,13 @@ import re
 import shutil
 import subprocess
 
-import matplotlib
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fixtures_run import shared_outputs
 from pipeline.report.content import TITLE
-from pipeline.report.fonts import rc_params
+from pipeline.report.fonts import pdf_font
 from pipeline.report.pdf import _NO_LINE_END, _NO_LINE_START, _Measure
 
 ALPHABET = "生态信用评估流域工程水质净化（）《》，。；：、abcdefXYZ0123456789 _-.%"
@@ -21,20 +20,19 @@ ALPHABET = "生态信用评估流域工程水质净化（）《》，。；：�
 
 @pytest.fixture(scope="module")
 def measure():
-    with matplotlib.rc_context(rc_params()):
-        yield _Measure()
+    return _Measure()
 
 
-def test_measure_matches_rendered_width(measure):
-    # independent check: matplotlib's own layout of the same string at the same size
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    with matplotlib.rc_context(rc_params()):
-        fig = Figure(figsize=(8, 2), dpi=72)
-        renderer = FigureCanvasAgg(fig).get_renderer()
-        for s in ("流域生态保护修复工程", "credit_total 12.5", "水质净化（WQ）"):
-            t = fig.text(0.05, 0.5, s, fontsize=10)
-            assert measure.width(s, 10) == pytest.approx(t.get_window_extent(renderer).width / 72, rel=0.03)
+def test_measure_matches_the_font_advances(measure):
+    # independent check: the advances in the font file's hmtx table, read with fontTools
+    from fontTools.ttLib import TTFont
+
+    path, index = pdf_font()
+    with TTFont(str(path), fontNumber=index, lazy=True) as font:
+        cmap, hmtx, upm = font.getBestCmap(), font["hmtx"], font["head"].unitsPerEm
+        for s in ("流域生态保护修复工程", "credit_total 12.5", "水质净化（WQ）", "—…"):
+            ref = sum(hmtx[cmap[ord(ch)]][0] for ch in s) / upm * 10 / 72
+            assert measure.width(s, 10) == pytest.approx(ref, rel=2e-3), s
 
 
 @settings(max_examples=80, deadline=None)
@@ -87,167 +85,189 @@ def test_poppler_reads_the_pdf():
     assert f"— {pages} —" in text
 
 
-def _table_draw_calls(monkeypatch, per_cell_text: bool) -> tuple[list, int]:
-    """(x, y, text, size) of every string the PDF backend draws for a table, and the page count.
+_ESCAPES = {ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t", ord("b"): b"\b", ord("f"): b"\f"}
 
-    With `per_cell_text` every cell is drawn as its own matplotlib Text (the renderer
-    before `_CellTexts`), the reference for where each cell's text must land.
+
+def _operations(content: bytes):
+    """(operands, operator) of a PDF content stream: numbers, names and literal strings
+    (PDF 32000 7.3.4.2, with escapes, octal codes and balanced parentheses)."""
+    i, n, stack = 0, len(content), []
+    while i < n:
+        c = content[i]
+        if c in b" \t\r\n":
+            i += 1
+        elif c == ord("("):
+            out, depth, i = bytearray(), 1, i + 1
+            while True:
+                c = content[i]
+                if c == ord("\\"):
+                    nxt = content[i + 1]
+                    if nxt in _ESCAPES:
+                        out += _ESCAPES[nxt]
+                        i += 2
+                    elif ord("0") <= nxt <= ord("7"):
+                        m = re.match(rb"[0-7]{1,3}", content[i + 1:i + 4])
+                        out.append(int(m.group(0), 8) & 0xFF)
+                        i += 1 + len(m.group(0))
+                    elif nxt in b"\r\n":
+                        i += 2
+                    else:
+                        out.append(nxt)
+                        i += 2
+                    continue
+                depth += (c == ord("(")) - (c == ord(")"))
+                if depth == 0:
+                    break
+                out.append(c)
+                i += 1
+            stack.append(bytes(out))
+            i += 1
+        else:
+            m = re.match(rb"[^\s()/\[\]<>]+|/[^\s()/\[\]<>]+|[\[\]<>]", content[i:])
+            tok = m.group(0)
+            i += len(tok)
+            if tok.startswith(b"/"):
+                stack.append(tok.decode())
+            elif re.fullmatch(rb"[-+]?[\d.]+", tok):
+                stack.append(float(tok))
+            else:
+                assert tok not in (b"[", b"]", b"<", b">", b"TJ"), f"unexpected {tok!r} in the content stream"
+                yield stack, tok
+                stack = []
+
+
+def _strings_drawn(data: bytes) -> list[tuple[int, float, float, str, float]]:
+    """(page, x, y from the top, text, size) of every string the PDF `data` shows, in inches.
+
+    pypdf (an independent reader) decompresses the pages, fonts and /ToUnicode maps; the
+    content streams are tokenised here and the 2-byte codes turned into text with those
+    maps (pypdf's text extraction takes the codes of a font with an embedded /Encoding
+    CMap for single bytes).
     """
     import io
 
+    from pypdf import PdfReader
+
+    reader = PdfReader(io.BytesIO(data))
+    out = []
+    for k, page in enumerate(reader.pages):
+        h = float(page.mediabox.height)
+        to_text = {}
+        for name, ref in page["/Resources"]["/Font"].items():
+            cmap = ref.get_object()["/ToUnicode"].get_object().get_data().decode("latin-1")
+            assert "beginbfrange" not in cmap
+            pairs = []
+            for block in re.findall(r"beginbfchar(.*?)endbfchar", cmap, re.S):
+                pairs += re.findall(r"<([0-9A-Fa-f]{4})>\s*<([0-9A-Fa-f]+)>", block)
+            to_text[name] = {int(c, 16): bytes.fromhex(u).decode("utf-16-be") for c, u in pairs}
+        font = size = x = y = None
+        for operands, op in _operations(page.get_contents().get_data()):
+            if op == b"Tf":
+                font, size = operands
+            elif op == b"Td":
+                x, y = operands
+            elif op == b"Tj":
+                raw = operands[0]
+                text = "".join(to_text[font][int.from_bytes(raw[i:i + 2], "big")] for i in range(0, len(raw), 2))
+                out.append((k, round(x / 72, 4), round((h - y) / 72, 4), text, size))
+    return out
+
+
+def _table_pdf(df) -> tuple[bytes, "object"]:
+    """PDF bytes of `df` laid out as table 1 after a paragraph, and the writer."""
+    from pipeline.report import pdf as pdfmod
+
+    with pdfmod._document() as doc:
+        w = pdfmod._Writer(doc, "footer")
+        w.new_page()
+        w.paragraph("前言 text before the table")
+        w.table("site table", df, 1)
+        return bytes(doc.output(output_producer_class=pdfmod._Producer)), w
+
+
+def test_table_cells_land_where_the_layout_puts_them():
+    """Every cell is written once, clipped to its column, at the column's left edge plus the pad,
+    on its row's baseline (the top of the row plus the font's ascent), as pypdf reads it back:
+    CJK, latin, signs that are mathtext to matplotlib ("$"), line breaks and empty cells."""
     import numpy as np
     import pandas as pd
-    from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
 
     from pipeline.report import pdf as pdfmod
 
     rng = np.random.default_rng(3)
     n = 150
+    names = ["生态修复工程", "Åland wetland |(x)", "", "—", "price $5", "$x^2$", "湿地（WQ）", "two\nlines"]
     df = pd.DataFrame({
         "site_id": [f"S-{i:04d}" for i in range(n)],
-        "名称": [["生态修复工程", "Åland wetland |(x)", "", "—", "price $5", "$x^2$", "湿地（WQ）", "two\nlines"][i % 8]
-                 for i in range(n)],
+        "名称": [names[i % 8] for i in range(n)],
         **{f"value_{j}": rng.normal(scale=10 ** (j % 5), size=n) for j in range(12)},
         "stage": [["planned", "竣工2-5年", None][i % 3] for i in range(n)],
         "sha256": ["0123456789abcdef" * 4] * n,
     })
-    calls = []
-    real = RendererPdf.draw_text
+    data, w = _table_pdf(df)
+    assert w.page > 2                                   # split by rows and by columns
+    drawn = _strings_drawn(data)
+    cells = [d for d in drawn if d[4] == pdfmod.TABLE_PT]
+    # every value of every row is there (the first column once per column chunk and page header)
+    texts = [d[3] for d in cells]
+    for i in range(n):
+        assert f"S-{i:04d}" in texts
+    assert "two lines" in texts and "price $5" in texts and "$x^2$" in texts
+    assert texts.count("—") >= n // 8 + n // 3          # missing values and the dash name
+    # clipped values end in an ellipsis
+    assert any(t.endswith("…") for t in texts) and "0123456789abcdef" * 4 not in texts
+    rh = pdfmod.TABLE_PT * 1.75 / 72
+    asc = w.m.ascent / 72
+    for page in {d[0] for d in cells}:
+        rows: dict[float, list] = {}
+        for _, x, y, t, _ in (d for d in cells if d[0] == page):
+            rows.setdefault(y, []).append((x, t))
+        ys = sorted(rows)
+        # one baseline per row, a row height apart (or, where the next column chunk starts on
+        # the same page, also the gap after a table and the caption's line)
+        for gap in np.diff(ys):
+            assert gap == pytest.approx(rh, abs=2e-3) or gap == pytest.approx(rh + 0.2 + 0.22, abs=2e-3), gap
+        for y in ys:
+            row = sorted(rows[y])
+            assert row[0][0] == pytest.approx(pdfmod.MARGIN + 0.06, abs=2e-3)    # first column at margin + pad
+            for (x0, t0), (x1, _) in zip(row, row[1:]):                         # no cell runs into the next
+                assert x0 + w.m.width(t0, pdfmod.TABLE_PT) <= x1 - 0.1, (t0, x0, x1)
+            last_x, last_t = row[-1]
+            assert last_x + w.m.width(last_t, pdfmod.TABLE_PT) <= pdfmod.PAGE_W - pdfmod.MARGIN
+        # the header row sits 0.22 in below the caption's top, both placed by their top
+        caps = [d for d in drawn if d[0] == page and d[3].startswith("表 1")]
+        assert caps
+        for cap in caps:
+            below = min(y for y in ys if y > cap[2])
+            assert below - cap[2] == pytest.approx(0.22 + asc * (pdfmod.TABLE_PT - 8.5), abs=2e-3)
 
-    def spy(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
-        calls.append((float(x), float(y), s, prop.get_size_in_points(), angle, ismath, tuple(gc.get_rgb())))
-        return real(self, gc, x, y, s, prop, angle, ismath=ismath, mtext=mtext)
 
-    monkeypatch.setattr(RendererPdf, "draw_text", spy)
-    if per_cell_text:
-        monkeypatch.setattr(pdfmod._Writer, "cell", lambda self, x, s, pt: self.text(x, s, pt))
-    with matplotlib.rc_context(rc_params()), PdfPages(io.BytesIO()) as out:
-        w = pdfmod._Writer(out, "footer")
-        w.new_page()
-        w.paragraph("前言 text before the table")
-        w.table("site table", df, 1)
-        w.flush()
-    return sorted(calls), w.page
-
-
-def test_cell_texts_draw_every_cell_where_a_text_would(monkeypatch):
-    """Every cell string is drawn at the same baseline (bit-identical floats), size and colour as with
-    one Text per cell, including glyphs above the font's ascent (Å, |), mathtext and empty cells."""
-    new, new_pages = _table_draw_calls(monkeypatch, per_cell_text=False)
-    monkeypatch.undo()
-    old, old_pages = _table_draw_calls(monkeypatch, per_cell_text=True)
-    assert new_pages == old_pages > 1
-    assert len(new) == len(old) > 150 * 15
-    assert new == old
-
-
-def _table_pdf_bytes(shaped_once: bool, monkeypatch) -> tuple[bytes, int, int]:
-    """PDF bytes of a multi-page table with repeated strings, the number of strings drawn
-    and the number shaped (with `shaped_once` False every string is shaped as it is drawn)."""
-    import contextlib
+def test_figures_are_embedded_with_their_pixels(tmp_path):
+    """A figure is embedded at the resolution it was drawn at, pixel for pixel, scaled to the
+    text width, with its caption below it."""
     import io
 
     import numpy as np
-    import pandas as pd
-    from matplotlib.backends.backend_pdf import PdfPages, RendererPdf
-
-    from pipeline.report import pdf as pdfmod
-
-    rng = np.random.default_rng(5)
-    n = 240
-    df = pd.DataFrame({"site_id": [f"S-{i % 40:03d}" for i in range(n)],
-                       "名称": [["湿地修复（WQ）", "Åland |x", "", "High"][i % 4] for i in range(n)],
-                       **{f"v{j}": np.round(rng.normal(size=n), 1) for j in range(8)}})
-    drawn, shaped = [0], [0]
-    real_draw, real_layout = RendererPdf.draw_text, pdfmod._text_helpers.layout
-
-    def count_draw(self, *a, **k):
-        drawn[0] += 1
-        return real_draw(self, *a, **k)
-
-    def count_layout(*a, **k):
-        shaped[0] += 1
-        return real_layout(*a, **k)
-
-    monkeypatch.setattr(RendererPdf, "draw_text", count_draw)
-    monkeypatch.setattr(pdfmod._text_helpers, "layout", count_layout)
-    if not shaped_once:
-        monkeypatch.setattr(pdfmod._ShapedRuns, "installed", lambda self, pt: contextlib.nullcontext())
-    buf = io.BytesIO()
-    with matplotlib.rc_context(rc_params()), PdfPages(buf, metadata={"CreationDate": None}) as out:
-        w = pdfmod._Writer(out, "footer")
-        w.new_page()
-        w.table("site table", df, 1)
-        w.flush()
-    monkeypatch.undo()
-    return buf.getvalue(), drawn[0], shaped[0]
-
-
-def test_shaping_each_cell_string_once_gives_identical_pdf_bytes(monkeypatch):
-    memo, drawn, shaped = _table_pdf_bytes(True, monkeypatch)
-    plain, drawn_plain, shaped_plain = _table_pdf_bytes(False, monkeypatch)
-    assert drawn == drawn_plain > 240 * 9
-    assert shaped_plain == drawn_plain          # without the memo: every drawn string is shaped
-    assert shaped < drawn / 3                   # with it: repeated strings are not shaped again
-    assert memo == plain                        # ... and the PDF is byte for byte the same
-    from matplotlib import _text_helpers
-
-    assert _text_helpers.layout.__module__ == "matplotlib._text_helpers"   # restored after drawing
-
-
-def _figure_page(png) -> bytes:
-    """The PDF bytes of one page holding the figure `png`."""
-    import io
-
-    from matplotlib.backends.backend_pdf import PdfPages
+    from PIL import Image
+    from pypdf import PdfReader
 
     from pipeline.report import pdf as pdfmod
     from pipeline.report.figures import FigureFile
 
-    buf = io.BytesIO()
-    with matplotlib.rc_context(rc_params()), PdfPages(buf, metadata={"CreationDate": None}) as out:
-        w = pdfmod._Writer(out, "footer")
-        w.new_page()
-        w.figure(FigureFile("f", png, "a map"), 1)
-        w.flush()
-    return buf.getvalue()
-
-
-class _FloatPixels:
-    """Stands in for the PIL image `_Writer.figure` opens and hands over matplotlib's
-    float reading of the same PNG (what the writer read before)."""
-
-    def __init__(self, path):
-        import matplotlib.image as mpimg
-
-        self.arr, self.mode = mpimg.imread(path), "RGBA"
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-    def __array__(self, dtype=None, copy=None):
-        return self.arr
-
-
-def test_figures_are_embedded_from_their_8bit_pixels_as_from_floats(tmp_path, monkeypatch):
-    """The PDF page of a figure read as 8-bit pixels is byte-identical to the one from
-    matplotlib's float reading of the same PNG (the faster read changes nothing)."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from pipeline.report import pdf as pdfmod
-
     rng = np.random.default_rng(5)
-    with matplotlib.rc_context(rc_params()):
-        fig = Figure(figsize=(4, 3))
-        ax = fig.add_subplot()
-        ax.imshow(rng.random((60, 80)), cmap="viridis", interpolation="nearest")
-        ax.set_title("流域 map")
-        png = tmp_path / "f.png"
-        fig.savefig(png, dpi=150)
-    eight_bit = _figure_page(png)
-    monkeypatch.setattr(pdfmod.Image, "open", _FloatPixels)
-    assert eight_bit == _figure_page(png)
+    rgba = np.dstack([rng.integers(0, 256, (300, 480, 3), dtype=np.uint8), np.full((300, 480), 255, np.uint8)])
+    png = tmp_path / "f.png"
+    Image.fromarray(rgba, "RGBA").save(png)
+    with pdfmod._document() as doc:
+        w = pdfmod._Writer(doc, "footer")
+        w.new_page()
+        w.figure(FigureFile("f", png, "一幅图 a map"), 7)
+        data = bytes(doc.output(output_producer_class=pdfmod._Producer))
+    (img,) = PdfReader(io.BytesIO(data)).pages[0].images
+    assert np.array_equal(np.asarray(img.image.convert("RGB")), rgba[..., :3])
+    drawn = _strings_drawn(data)
+    cap = [d for d in drawn if d[3] == "图 7　一幅图 a map"]
+    assert len(cap) == 1
+    h = pdfmod.TEXT_W * 300 / 480
+    assert cap[0][2] == pytest.approx(pdfmod.MARGIN + h + 0.05 + w.m.ascent * 8.5 / 72, abs=2e-3)
+    assert cap[0][1] == pytest.approx((pdfmod.PAGE_W - w.m.width(cap[0][3], 8.5)) / 2, abs=2e-3)

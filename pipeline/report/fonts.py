@@ -55,3 +55,26 @@ def rc_params() -> dict:
     return {"font.family": "sans-serif", "font.sans-serif": fams, "axes.unicode_minus": False,
             "svg.hashsalt": "ecocredit", "pdf.fonttype": 42 if found and found[1].suffix == ".ttf" else 3,
             "figure.dpi": 100, "savefig.dpi": 150}
+
+
+@functools.cache
+def pdf_font() -> tuple[Path, int]:
+    """(file, face index in a collection) of the font the PDF report embeds: the CJK font of
+    `cjk_font`, or matplotlib's DejaVu Sans without one (Chinese text then lacks glyphs)."""
+    found = cjk_font()
+    if found is None:
+        return Path(font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"),
+                                          fallback_to_default=False)), 0
+    name, path = found
+    if path.suffix.lower() not in (".ttc", ".otc"):
+        return path, 0
+    from fontTools.ttLib import TTCollection
+
+    coll = TTCollection(str(path), lazy=True)
+    try:
+        for i, face in enumerate(coll.fonts):
+            if face["name"].getBestFamilyName() == name:
+                return path, i
+    finally:
+        coll.close()
+    return path, 0
