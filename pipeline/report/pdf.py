@@ -146,9 +146,6 @@ class _Writer:
         self._put((PAGE_W - self.m.width(label, pt)) / 2, top, label, pt, "#666666")
         self.y = MARGIN
 
-    def flush(self) -> None:
-        """Nothing to do: fpdf2 keeps the pages until the file is written (kept for the flow's shape)."""
-
     def need(self, h: float) -> None:
         if self.page == 0 or self.y + h > PAGE_H - MARGIN:
             self.new_page()
