@@ -271,3 +271,39 @@ def test_figures_are_embedded_with_their_pixels(tmp_path):
     h = pdfmod.TEXT_W * 300 / 480
     assert cap[0][2] == pytest.approx(pdfmod.MARGIN + h + 0.05 + w.m.ascent * 8.5 / 72, abs=2e-3)
     assert cap[0][1] == pytest.approx((pdfmod.PAGE_W - w.m.width(cap[0][3], 8.5)) / 2, abs=2e-3)
+
+
+def test_sections_and_headings_are_bookmarks():
+    """The PDF outline lists the eight sections in order, each with its headings beneath it,
+    and every bookmark opens the page where its heading is drawn, at the heading."""
+    import io
+
+    from pypdf import PdfReader
+
+    from pipeline.report import pdf as pdfmod
+
+    _, _, _, pdf = shared_outputs()
+    data = pdf.read_bytes()
+    reader = PdfReader(io.BytesIO(data))
+    drawn = _strings_drawn(data)
+    marks, level = [], 0
+
+    def walk(items, level):
+        for item in items:
+            if isinstance(item, list):
+                walk(item, level + 1)
+            else:
+                marks.append((level, item.title, reader.get_destination_page_number(item), float(item.top)))
+
+    walk(reader.outline, 0)
+    tops = [m for m in marks if m[0] == 0]
+    assert [t[1] for t in tops] == ["一、前言", "二、流域生态保护修复工程概况", "三、评估依据", "四、评估内容",
+                                   "五、数据来源和计算方法", "六、生态信用评估", "七、评估结论", "八、附件：各项指标得分支撑材料"]
+    assert len(marks) > len(tops) and {m[0] for m in marks} == {0, 1}
+    assert [m[2] for m in marks] == sorted(m[2] for m in marks)
+    h = float(reader.pages[0].mediabox.height)
+    for level, title, page, top in marks:
+        pt = pdfmod.H2_PT if level == 0 else pdfmod.H3_PT
+        (hit,) = [d for d in drawn if d[3] == title and d[0] == page and d[4] == pt]
+        # the bookmark's top is the heading's top: its baseline less the ascent
+        assert (h - top) / 72 == pytest.approx(hit[2] - pdfmod._Measure().ascent * pt / 72, abs=2e-3)

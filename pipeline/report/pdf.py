@@ -3,7 +3,9 @@
 A small flow layout: every section starts on a new page; paragraphs are wrapped
 by the font's glyph advances; tables are split by rows across pages (header
 repeated) and by columns when too wide (first column repeated); figures are
-embedded from their PNG files at the resolution they were drawn at.
+embedded from their PNG files at the resolution they were drawn at. The eight
+sections and their headings are bookmarks (the PDF outline a viewer shows beside
+the pages).
 
 Positions are in inches from the top left of the page. A line of text is placed
 by the top of its box: its baseline sits the font's ascent (the OS/2
@@ -178,9 +180,13 @@ class _Writer:
             self.y += pt * 1.6 / 72
         self.y += gap
 
-    def heading(self, s: str, pt: float) -> None:
+    def heading(self, s: str, pt: float, outline: int | None = None) -> None:
+        """A heading; with `outline` (0: a section, 1: within one) also a bookmark to it."""
         self.need(pt * 3.2 / 72)
         self.y += pt * 0.6 / 72
+        if outline is not None:
+            self.pdf.set_y(self.y)      # the bookmark opens the page at the heading
+            self.pdf.start_section(s, level=outline)
         self.text(MARGIN, s, pt, color="#12507a")
         self.y += pt * 1.7 / 72
 
@@ -303,13 +309,13 @@ def _flow(w: _Writer, run: RunOutputs, sections: list[Section], figures: dict[st
     n_fig = n_tab = 0
     for sec in sections:
         w.new_page()
-        w.heading(f"{sec.number}、{sec.title}", H2_PT)
+        w.heading(f"{sec.number}、{sec.title}", H2_PT, outline=0)
         for block in sec.blocks:
             kind = block[0]
             if kind == "p":
                 w.paragraph(block[1])
             elif kind == "h":
-                w.heading(block[1], H3_PT)
+                w.heading(block[1], H3_PT, outline=1)
             elif kind == "ul":
                 for item in block[1]:
                     w.paragraph(item, indent=0.15, bullet="•")
