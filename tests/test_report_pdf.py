@@ -307,3 +307,24 @@ def test_sections_and_headings_are_bookmarks():
         (hit,) = [d for d in drawn if d[3] == title and d[0] == page and d[4] == pt]
         # the bookmark's top is the heading's top: its baseline less the ascent
         assert (h - top) / 72 == pytest.approx(hit[2] - pdfmod._Measure().ascent * pt / 72, abs=2e-3)
+
+
+def test_contents_give_each_section_its_first_page():
+    """The 目录 on the title page lists the eight sections in order, each on one line with
+    the number of the page its heading is drawn on (the page's footer number)."""
+    from pipeline.report import pdf as pdfmod
+
+    _, _, _, pdf = shared_outputs()
+    drawn = _strings_drawn(pdf.read_bytes())
+    heads = [d for d in drawn if d[4] == pdfmod.H2_PT]
+    assert len(heads) == 8
+    first = [d for d in drawn if d[0] == 0 and d[4] == pdfmod.BODY_PT]
+    for page, _, _, name, _ in heads:
+        (line,) = [d for d in first if d[3] == name]
+        on_line = sorted((d for d in first if d[2] == line[2]), key=lambda d: d[1])
+        assert [d[3] for d in on_line][0] == name and set(on_line[1][3]) == {"·"}
+        assert on_line[-1][3] == str(page + 1)
+        footer = [d for d in drawn if d[0] == page and d[3].endswith(f"— {page + 1} —")]
+        assert len(footer) == 1
+    names = {h[3] for h in heads}
+    assert [d[3] for d in sorted((d for d in first if d[3] in names), key=lambda d: d[2])] == [h[3] for h in heads]

@@ -5,7 +5,8 @@ by the font's glyph advances; tables are split by rows across pages (header
 repeated) and by columns when too wide (first column repeated); figures are
 embedded from their PNG files at the resolution they were drawn at. The eight
 sections and their headings are bookmarks (the PDF outline a viewer shows beside
-the pages).
+the pages); the 目录 on the title page is written last, from that outline, with
+the page each section starts on.
 
 Positions are in inches from the top left of the page. A line of text is placed
 by the top of its box: its baseline sits the font's ascent (the OS/2
@@ -140,6 +141,10 @@ class _Writer:
     # page management ------------------------------------------------------------------
     def new_page(self) -> None:
         self.pdf.add_page()
+        self.page_added()
+
+    def page_added(self) -> None:
+        """Number the page the document has just started (new_page, or fpdf2's own break)."""
         self.page += 1
         label = f"{self.footer}　— {self.page} —"
         pt = 7
@@ -171,6 +176,26 @@ class _Writer:
         """A table cell: one line (line breaks in the value become spaces)."""
         if s:
             self._put(x, self.y, s, pt)
+
+    def contents(self, outline, top: float) -> None:
+        """The 目录 lines: each section, dot leaders and the page it starts on, from `top` down.
+
+        fpdf2 calls this on the title page once every page is laid out (see
+        insert_toc_placeholder), with the title page's text state restored.
+        """
+        self._pt = self._colour = None
+        self.y = top
+        right = MARGIN + TEXT_W
+        dot = self.m.width("·", BODY_PT)
+        for sec in (o for o in outline if o.level == 0):
+            num = str(sec.page_number)
+            x = MARGIN + 0.3
+            self._put(x, self.y, sec.name, BODY_PT)
+            first, last = x + self.m.width(sec.name, BODY_PT) + 0.1, right - self.m.width(num, BODY_PT) - 0.1
+            n = max(0, int((last - first) / dot))
+            self._put(last - n * dot, self.y, "·" * n, BODY_PT, "#999999")
+            self._put(right - self.m.width(num, BODY_PT), self.y, num, BODY_PT)
+            self.y += BODY_PT * (1.65 + 0.5) / 72
 
     # blocks ---------------------------------------------------------------------------
     def title(self, s: str, pt: float, gap: float = 0.15) -> None:
@@ -304,11 +329,15 @@ def _flow(w: _Writer, run: RunOutputs, sections: list[Section], figures: dict[st
         w.title(line, 12, gap=0.05)
     w.y += 0.6
     w.heading("目录", H3_PT)
-    for s in sections:
-        w.paragraph(f"{s.number}、{s.title}", BODY_PT, indent=0.3)
+    top = w.y
+    w.pdf.set_y(top)
+    w.pdf.insert_toc_placeholder(lambda pdf, outline: w.contents(outline, top), pages=1)
     n_fig = n_tab = 0
-    for sec in sections:
-        w.new_page()
+    for i, sec in enumerate(sections):
+        if i == 0:
+            w.page_added()      # the placeholder ends the title page
+        else:
+            w.new_page()
         w.heading(f"{sec.number}、{sec.title}", H2_PT, outline=0)
         for block in sec.blocks:
             kind = block[0]
