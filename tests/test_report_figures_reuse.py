@@ -226,3 +226,36 @@ def test_second_process_only_for_many_figures(monkeypatch):
     assert figures.default_workers(figures.PARALLEL_FROM_FIGURES) == 2
     monkeypatch.setattr(figures.os, "sched_getaffinity", lambda pid: {0}, raising=False)
     assert figures.default_workers(400) == 1
+
+
+def test_a_figure_process_that_dies_at_start_does_not_stall_the_report(tmp_path):
+    """A spawned figure process that exits before reading anything (here: its interpreter is
+    /bin/false) makes a pool error, not a hang, even for a run larger than a pipe buffer:
+    its figures are drawn in the calling process, the same PNGs as a serial drawing, and a
+    warning says so. Run in a child interpreter with a time limit, so that a hang fails."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent(f"""
+        import logging, multiprocessing, pickle, sys
+        from pathlib import Path
+        sys.path[:0] = {[str(Path(__file__).parent), str(Path(figures.__file__).parents[2])]!r}
+        from fixtures_run import build_run
+        from pipeline.report import figures
+        logging.basicConfig(level=logging.WARNING)
+        root = Path(sys.argv[1])
+        run = build_run(root / "basin")
+        run.ballast = b"x" * (1 << 18)           # pickled, the run is larger than a pipe (64 KB)
+        assert len(pickle.dumps(run)) > 1 << 17
+        serial = figures.make_figures(run, root / "serial", workers=1)
+        multiprocessing.set_executable("/bin/false")   # the spawned process exits at once
+        par = figures.make_figures(run, root / "par", workers=2)
+        same = all(par[k].path.read_bytes() == f.path.read_bytes() for k, f in serial.items())
+        print("same" if same and par.keys() == serial.keys() else "different")
+    """)
+    r = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip().endswith("same")
+    assert "a figure process stopped before finishing" in r.stderr

@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -576,7 +577,9 @@ def _draw_to(run: RunOutputs, draw, path: Path, fkey: str) -> None:
 _WORKER_RUN: list = []   # the run and its plan's draw functions, in a figure worker process (see _init_worker)
 
 
-def _init_worker(run: RunOutputs) -> None:
+def _init_worker(run_file: str) -> None:
+    with open(run_file, "rb") as f:
+        run = pickle.load(f)
     _WORKER_RUN[:] = [run, {k: d for k, d, _, _ in _plan(run)}]   # one plan: its map layers are prepared once
 
 
@@ -640,17 +643,41 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
 
 
 def _draw_parallel(run: RunOutputs, todo: list, workers: int) -> bool:
-    """Draw `todo` here and in `workers` - 1 spawned processes (each gets the run once)."""
+    """Draw `todo` here and in `workers` - 1 spawned processes (each reads the run once).
+
+    The run goes to the workers as a file, not as an argument of the spawn: the start
+    of a spawned process writes its arguments into a pipe the parent holds both ends
+    of, so a worker that died before reading a run larger than the pipe (64 KB; every
+    real basin's) would block the parent for ever. A worker that stops is a
+    BrokenProcessPool here instead; the figures it had not returned are drawn in this
+    process (the same PNGs) and the run goes on.
+    """
     import multiprocessing
+    import tempfile
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     ctx = multiprocessing.get_context("spawn")
     mine, theirs = todo[::workers], [t for i, t in enumerate(todo) if i % workers]
-    with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx, initializer=_init_worker,
-                             initargs=(run,)) as pool:
-        futures = [pool.submit(_draw_in_worker, key, str(path), fkey) for key, _, path, fkey in theirs]
-        for key, draw, path, fkey in mine:
+    lost, why = [], None
+    with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
+        run_file = Path(tmp) / "run.pickle"
+        with open(run_file, "wb") as f:
+            pickle.dump(run, f, protocol=pickle.HIGHEST_PROTOCOL)
+        with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(str(run_file),)) as pool:
+            futures = [(t, pool.submit(_draw_in_worker, t[0], str(t[2]), t[3])) for t in theirs]
+            for key, draw, path, fkey in mine:
+                _draw_to(run, draw, path, fkey)
+            for t, f in futures:
+                try:
+                    log.debug("figure %s", f.result())
+                except BrokenProcessPool as exc:
+                    lost.append(t)
+                    why = exc
+    if lost:
+        log.warning("a figure process stopped before finishing (%s); drawing its %d figure(s) here",
+                    why, len(lost))
+        for key, draw, path, fkey in lost:
             _draw_to(run, draw, path, fkey)
-        for f in futures:
-            log.debug("figure %s", f.result())
     return True
