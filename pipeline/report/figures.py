@@ -589,18 +589,20 @@ def _draw_in_worker(key: str, path: str, fkey: str) -> str:
     return key
 
 
-PARALLEL_FROM_FIGURES = 60   # figures to draw from which a second process pays (see default_workers)
+PARALLEL_FROM_FIGURES = 16   # figures to draw from which a second process pays (see default_workers)
 
 
 def default_workers(n_figures: int) -> int:
     """Processes drawing `n_figures`: two (this one and a spawned one) from
     :data:`PARALLEL_FROM_FIGURES` figures on when there are two CPUs, else one.
 
-    A spawned process starts an interpreter and gets the run (a few seconds), which
-    a few dozen figures do not repay: the demo basin's 24 took 15.1 s in one process
-    and 14.7 s in two. The 500-site benchmark basin's 392 took 92.5 s in one and
-    50.2 s in two (idle 2-core machine). Callers may still ask for ``workers``
-    (the PNGs are the same).
+    Each draws half. A spawned process starts an interpreter, reads the run and
+    prepares the map layers before its first figure: about 1.4 s on the demo basin,
+    where a figure takes about 0.25 s, so two processes pay from about 11 figures.
+    Measured on the demo basin (2-core machine, two runs each): its 24 figures took
+    6.4 and 5.9 s in one process, 4.4 and 4.4 s in two. The 500-site benchmark
+    basin's 392 took 92.5 s in one and 50.2 s in two. Callers may still ask for
+    ``workers`` (the PNGs are the same).
     """
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return 2 if n_figures >= PARALLEL_FROM_FIGURES and cpus >= 2 else 1
