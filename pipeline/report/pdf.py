@@ -80,10 +80,13 @@ class _Measure:
     """Text widths in inches in the report font: the advances fpdf2 places the glyphs by."""
 
     def __init__(self, pdf: FPDF | None = None) -> None:
-        if pdf is None:
+        if pdf is None:             # a document of its own, only to read the font
             with _document() as own:
-                self.__init__(own)
-            return
+                self._read(own)
+        else:
+            self._read(pdf)
+
+    def _read(self, pdf: FPDF) -> None:
         font = pdf.fonts[FONT]
         self._cw = font.cw                              # advance per code point, 1/1000 em
         self.ascent = font.ttfont["OS/2"].sTypoAscender / font.ttfont["head"].unitsPerEm   # em
