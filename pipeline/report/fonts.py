@@ -49,11 +49,10 @@ def has_cjk() -> bool:
 
 
 def rc_params() -> dict:
-    """matplotlib rc settings for the report's figures (deterministic SVG/PDF output)."""
+    """matplotlib rc settings for the report's figures (PNG; the PDF is written by pdf.py)."""
     found = cjk_font()
     fams = [found[0], "DejaVu Sans"] if found else ["DejaVu Sans"]
     return {"font.family": "sans-serif", "font.sans-serif": fams, "axes.unicode_minus": False,
-            "svg.hashsalt": "ecocredit", "pdf.fonttype": 42 if found and found[1].suffix == ".ttf" else 3,
             "figure.dpi": 100, "savefig.dpi": 150}
 
 
