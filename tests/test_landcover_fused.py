@@ -170,3 +170,51 @@ def test_upstream_shares_bit_identical_to_separate_accumulations(ny, nx, seed, c
     for g, w, name in zip(got, ws, ["a", "b", "c"]):
         assert g.name == name and g.dtype == np.float32
         np.testing.assert_array_equal(_bits(g.values), _bits(_separate_upstream_share(d8da, w, acc)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 24), st.integers(2, 24), st.integers(0, 2**31 - 1), chunkings, st.integers(1, 4),
+       st.booleans(), st.booleans(), st.booleans(), st.booleans())
+def test_upstream_shares_of_classes_bit_identical_to_weight_rasters(ny, nx, seed, ch, k, shared_nan, with_acc,
+                                                                    d8_chunks_differ, complete):
+    # the class-table path (weights looked up per tile, codes present found in one pass)
+    # gives the shares of the weight rasters lut[classes], bit for bit, with or without
+    # nodata codes (own denominators) and with class and D8 rasters chunked differently
+    from pipeline.ops.hydrology import flow_accumulation
+    from tests.test_landcover import random_d8
+
+    rng = np.random.default_rng(seed)
+    d8 = random_d8(rng, ny, nx)
+    d8[rng.random((ny, nx)) < 0.05] = 255
+    codes = _codes(rng, ny, nx)
+    tabs = _tables(rng, k, shared_nan).astype(np.float32)
+    if complete:    # every cell has a weight in every table: all layers use the given accumulation
+        codes[codes == 255] = 0
+        tabs[:, :N_CODES] = np.nan_to_num(tabs[:, :N_CODES], nan=0.25)
+    d8da = as_da(d8, ch)
+    cls = as_da(codes, 5 if d8_chunks_differ else ch)
+    acc = flow_accumulation(d8da) if with_acc else None
+    names = [f"s{i}" for i in range(k)]
+    got = L.upstream_shares_of_classes(d8da, cls, tabs, names, acc)
+    weights = [as_da(tabs[i][codes], ch) for i in range(k)]
+    want = L.upstream_shares(d8da, weights, names, acc)
+    for g, w, name in zip(got, want, names):
+        assert g.name == name and g.dtype == np.float32 and np.isnan(g.rio.nodata)
+        np.testing.assert_array_equal(_bits(g.values), _bits(w.values))
+
+
+def test_upstream_shares_of_classes_by_hand():
+    # a 1 x 4 row draining east into an outlet; codes 1 (weight 1), 2 (weight 0.5),
+    # 255 nodata (counts in neither sum): shares 1, 1, 2/3... worked by hand
+    d8 = np.array([[1, 1, 1, 0]], dtype=np.uint8)
+    codes = np.array([[1, 255, 2, 1]], dtype=np.uint8)
+    lut = np.full((1, 256), np.nan, np.float32)
+    lut[0, 1], lut[0, 2] = 1.0, 0.5
+    acc = np.array([[1, 2, 3, 4]], dtype=np.int64)
+    from tests.test_landcover import as_da as _as
+
+    got = L.upstream_shares_of_classes(_as(d8, 2), _as(codes, 2), lut, ["s"], _as(acc, 2))[0].values
+    # cell 0: 1/1; cell 1: nodata; cell 2: (1 + 0.5) / 2; cell 3: (1 + 0.5 + 1) / 3
+    np.testing.assert_allclose(got, [[1.0, np.nan, 0.75, 2.5 / 3]], rtol=1e-7)
+    with pytest.raises(ValueError, match=r"\(1, 256\)"):
+        L.upstream_shares_of_classes(_as(d8, 2), _as(codes, 2), lut[:, :10], ["s"], None)

@@ -119,8 +119,8 @@ def landscape_rasters(canonical: xr.DataArray, d8: xr.DataArray | None, accumula
                                CLASS_NODATA)
     if d8 is not None:
         names = ("upstream_intensive_share", "upstream_impervious_share", "upstream_pollutant_share")
-        weights = [attribute_raster(canonical, attr, table) for attr in ("intensive", "impervious", "pollutant")]
-        out.update(zip(names, ops.upstream_shares(d8, weights, list(names), accumulation)))
+        luts = np.stack([table.lut(attr) for attr in ("intensive", "impervious", "pollutant")])
+        out.update(zip(names, ops.upstream_shares_of_classes(d8, canonical, luts, list(names), accumulation)))
     # patches and connectivity
     patches = ops.label_patches(natural, memo=memo)
     landscape_ha = float(valid.sum().compute()) * cy * cx / 1e4

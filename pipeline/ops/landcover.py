@@ -379,3 +379,53 @@ def upstream_shares(d8: xr.DataArray, weights: list[xr.DataArray], names: list[s
         share = (num / den.where(den > 0)).where(d8valid & w.notnull())
         out.append(_like(w, share.data.astype(np.float32), name, np.nan))
     return out
+
+
+def upstream_shares_of_classes(d8: xr.DataArray, classes: xr.DataArray, luts: np.ndarray, names: list[str],
+                               accumulation: xr.DataArray | None = None) -> list[xr.DataArray]:
+    """``upstream_shares(d8, [lut[classes] for lut in luts], names, accumulation)``, bit for
+    bit, with the weights looked up per tile from the uint8 ``classes`` raster.
+
+    ``luts``: (K, 256) float32 weights per class code, NaN where a code has no value
+    (nodata 255 and unused codes), as :meth:`pipeline.io.classes.CanonicalTable.lut`.
+    The weight rasters are never materialised: one pass over ``classes`` finds the
+    codes present inside the D8 grid (which layers need their own denominator), and the
+    accumulation looks up all K layers of a tile at once
+    (:func:`pipeline.ops.hydrology.flow_accumulation_of_classes`).
+    """
+    from pipeline.ops.hydrology import flow_accumulation_of_classes
+
+    luts = np.asarray(luts, dtype=np.float32)
+    if luts.ndim != 2 or luts.shape[1] != 256 or luts.shape[0] != len(names):
+        raise ValueError(f"luts must be ({len(names)}, 256), got {luts.shape}")
+    d8valid = d8 != 255
+    known = ~np.isnan(luts)                              # (K, 256): the weight is not NaN
+    if accumulation is None:
+        missing = [True] * len(names)
+    else:
+        present = _codes_present(classes, d8valid)
+        missing = [bool((~known[k][present]).any()) for k in range(len(names))]
+    dens = [known[k].astype(np.float64) for k, m in enumerate(missing) if m]
+    accs = flow_accumulation_of_classes(d8, classes, np.vstack([luts.astype(np.float64), *dens]))
+    own = iter(accs[len(names):])
+    out = []
+    for k, (name, num, m) in enumerate(zip(names, accs, missing)):
+        den = next(own) if m else accumulation
+        ok = known[k]
+        has = _like(classes, _as_dask(classes.data).map_blocks(lambda b, ok=ok: ok[b], dtype=bool,
+                                                               meta=np.empty((0, 0), bool)), name, None)
+        share = (num / den.where(den > 0)).where(d8valid & has)
+        out.append(_like(classes, share.data.astype(np.float32), name, np.nan))
+    return out
+
+
+def _codes_present(classes: xr.DataArray, where: xr.DataArray) -> np.ndarray:
+    """The uint8 codes of ``classes`` at cells where ``where`` is true (one pass, per block)."""
+    def block(c, w):
+        return (np.bincount(c[w].ravel(), minlength=256) > 0)[None, None, :]
+
+    c = _as_dask(classes.data)
+    flags = dsa.map_blocks(block, c, _as_dask(where.data).rechunk(c.chunks), new_axis=2,
+                           chunks=(1, 1, 256), dtype=bool, meta=np.empty((0, 0, 0), bool))
+    # numblocks x numblocks x 256 flags -> any over blocks
+    return np.nonzero(flags.any(axis=(0, 1)).compute())[0]
