@@ -48,6 +48,48 @@ def test_parallel_drawing_gives_the_same_bytes(drawn, tmp_path):
     assert _bytes(par) == _bytes(ref)
 
 
+def test_figure_process_started_ahead_shares_the_figures(drawn, tmp_path, monkeypatch, caplog):
+    """A figure process started before the report (start_helper) draws from the last figure
+    while this one draws from the first: both draw some, every figure is drawn once, the
+    PNGs are the serial ones, and the process is gone afterwards."""
+    import logging
+    import os
+
+    run, _, ref = drawn
+    if len(os.sched_getaffinity(0)) < 2:
+        monkeypatch.setattr(figures.os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    here: list[str] = []
+    draw_to = figures._draw_to
+
+    def counting(run_, draw, path, fkey):
+        here.append(path.stem)
+        draw_to(run_, draw, path, fkey)
+
+    monkeypatch.setattr(figures, "_draw_to", counting)      # this process only (the other is spawned)
+    assert figures.start_helper() and figures.default_workers(2) == 2
+    with caplog.at_level(logging.DEBUG, logger="pipeline.report.figures"):
+        got = figures.make_figures(run, tmp_path / "ahead")
+    assert not figures._HELPER and figures.default_workers(2) == 1
+    assert _bytes(got) == _bytes(ref)
+    there = [r.getMessage().split()[-1] for r in caplog.records if r.getMessage().startswith("figure ")]
+    assert here and there, (here, there)                    # both drew
+    assert sorted(here + there) == sorted(ref)              # each figure once
+    assert here[0] == next(iter(ref)) and list(ref)[-1] in there   # from either end
+    assert "(2 process(es))" in caplog.text
+
+
+def test_unused_figure_process_is_stopped():
+    import os
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one CPU: no figure process is started")
+    assert figures.start_helper() and figures.start_helper()   # a second call keeps the first
+    assert len(figures._HELPER) == 1
+    proc = next(iter(figures._HELPER[0]._processes.values()))
+    figures.stop_helper()
+    assert not figures._HELPER and not proc.is_alive()
+
+
 def test_unchanged_run_reuses_every_figure(drawn, tmp_path, monkeypatch):
     run, root, ref = drawn
     _no_drawing(monkeypatch)

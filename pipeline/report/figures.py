@@ -574,38 +574,87 @@ def _draw_to(run: RunOutputs, draw, path: Path, fkey: str) -> None:
             tmp, format="png", bbox_inches="tight", metadata={"Software": None, KEY_CHUNK: fkey}))
 
 
-_WORKER_RUN: list = []   # the run and its plan's draw functions, in a figure worker process (see _init_worker)
+_WORKER_RUN: dict = {}   # in a figure process: {run file: (run, its plan's draw functions)}
 
 
-def _init_worker(run_file: str) -> None:
-    with open(run_file, "rb") as f:
-        run = pickle.load(f)
-    _WORKER_RUN[:] = [run, {k: d for k, d, _, _ in _plan(run)}]   # one plan: its map layers are prepared once
+def _warm_up() -> None:
+    """A figure process's start: the drawing modules and the fonts are loaded before the
+    first figure is asked for (see start_helper)."""
+    import io
+
+    with matplotlib.rc_context(rc_params()):
+        fig = Figure(figsize=(1, 1))
+        fig.text(0.5, 0.5, T("预热", "warm"))
+        fig.savefig(io.BytesIO(), format="png")
 
 
-def _draw_in_worker(key: str, path: str, fkey: str) -> str:
-    run, draws = _WORKER_RUN
+def _ready() -> bool:
+    return True
+
+
+def _draw_in_worker(run_file: str, key: str, path: str, fkey: str) -> str:
+    if run_file not in _WORKER_RUN:
+        with open(run_file, "rb") as f:
+            run = pickle.load(f)
+        # one plan per run: its map layers are prepared once
+        _WORKER_RUN.clear()
+        _WORKER_RUN[run_file] = (run, {k: d for k, d, _, _ in _plan(run)})
+    run, draws = _WORKER_RUN[run_file]
     _draw_to(run, draws[key], Path(path), fkey)
     return key
 
 
 PARALLEL_FROM_FIGURES = 16   # figures to draw from which a second process pays (see default_workers)
+_HELPER: list = []           # a figure process started ahead of the report (start_helper)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_workers(n_figures: int) -> int:
-    """Processes drawing `n_figures`: two (this one and a spawned one) from
-    :data:`PARALLEL_FROM_FIGURES` figures on when there are two CPUs, else one.
+    """Processes drawing `n_figures`: two (this one and a spawned one) when there are two
+    CPUs and either a figure process was started ahead (:func:`start_helper`; from two
+    figures on) or there are :data:`PARALLEL_FROM_FIGURES` figures or more; else one.
 
-    Each draws half. A spawned process starts an interpreter, reads the run and
-    prepares the map layers before its first figure: about 1.4 s on the demo basin,
-    where a figure takes about 0.25 s, so two processes pay from about 11 figures.
-    Measured on the demo basin (2-core machine, two runs each): its 24 figures took
-    6.4 and 5.9 s in one process, 4.4 and 4.4 s in two. The 500-site benchmark
-    basin's 392 took 92.5 s in one and 50.2 s in two. Callers may still ask for
-    ``workers`` (the PNGs are the same).
+    The two share the figures as they go (this one from the first, the other from the
+    last). A process spawned at the report starts an interpreter, reads the run and
+    prepares the map layers before its first figure: about 1.4 s on the demo basin, where
+    a figure takes about 0.25 s, so it pays from about 11 figures. Measured on the demo
+    basin (2-core machine, two runs each): its 24 figures took 6.4 and 5.9 s in one
+    process, 4.4 and 4.4 s in two. The 500-site benchmark basin's 392 took 92.5 s in
+    one and 50.2 s in two. Callers may still ask for ``workers`` (the PNGs are the same).
     """
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 2 if n_figures >= PARALLEL_FROM_FIGURES and cpus >= 2 else 1
+    if _cpus() < 2:
+        return 1
+    if _HELPER:
+        return 2 if n_figures >= 2 else 1
+    return 2 if n_figures >= PARALLEL_FROM_FIGURES else 1
+
+
+def start_helper() -> bool:
+    """Start the second figure process now (two CPUs or more), so that its interpreter
+    start and imports (about 1.4 s) overlap the steps before the report instead of
+    delaying it; the next :func:`make_figures` draws with it and stops it. Returns
+    whether one runs. :func:`stop_helper` stops an unused one."""
+    if _HELPER:
+        return True
+    if _cpus() < 2:
+        return False
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_warm_up)
+    pool.submit(_ready)            # the process starts now, not at the first figure
+    _HELPER.append(pool)
+    return True
+
+
+def stop_helper() -> None:
+    """Stop the figure process of :func:`start_helper`, if one runs (its queued work is dropped)."""
+    while _HELPER:
+        _HELPER.pop().shutdown(wait=True, cancel_futures=True)
 
 
 def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
@@ -634,52 +683,61 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
                 todo.append((key, draw, path, fkey))
             out[key] = FigureFile(key, path, caption)
     workers = default_workers(len(todo)) if workers is None else max(1, int(workers))
-    if workers > 1 and len(todo) > 1:
-        _draw_parallel(run, todo, workers)
-    else:
-        for key, draw, path, fkey in todo:
-            _draw_to(run, draw, path, fkey)
+    try:
+        if workers > 1 and len(todo) > 1:
+            _draw_parallel(run, todo)
+        else:
+            for key, draw, path, fkey in todo:
+                _draw_to(run, draw, path, fkey)
+    finally:
+        stop_helper()
     log.info("figures: %d drawn (%d process(es)), %d unchanged since the previous report and reused",
              len(todo), workers, len(out) - len(todo))
     return out
 
 
-def _draw_parallel(run: RunOutputs, todo: list, workers: int) -> bool:
-    """Draw `todo` here and in `workers` - 1 spawned processes (each reads the run once).
+def _draw_parallel(run: RunOutputs, todo: list) -> None:
+    """Draw `todo` here and in a second process (the one of :func:`start_helper`, else one
+    spawned now), sharing them as they go: the other process takes them from the end,
+    this one from the start, and this one draws every figure the other has not begun.
 
-    The run goes to the workers as a file, not as an argument of the spawn: the start
-    of a spawned process writes its arguments into a pipe the parent holds both ends
-    of, so a worker that died before reading a run larger than the pipe (64 KB; every
-    real basin's) would block the parent for ever. A worker that stops is a
+    The run goes to the other process as a file, not as an argument of the spawn: the
+    start of a spawned process writes its arguments into a pipe the parent holds both
+    ends of, so a process that died before reading a run larger than the pipe (64 KB;
+    every real basin's) would block the parent for ever. A process that stops is a
     BrokenProcessPool here instead; the figures it had not returned are drawn in this
     process (the same PNGs) and the run goes on.
     """
-    import multiprocessing
     import tempfile
-    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
-    mine, theirs = todo[::workers], [t for i, t in enumerate(todo) if i % workers]
+    start_helper()
+    pool = _HELPER[0]
     lost, why = [], None
     with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
         run_file = Path(tmp) / "run.pickle"
         with open(run_file, "wb") as f:
             pickle.dump(run, f, protocol=pickle.HIGHEST_PROTOCOL)
-        with ProcessPoolExecutor(max_workers=workers - 1, mp_context=ctx, initializer=_init_worker,
-                                 initargs=(str(run_file),)) as pool:
-            futures = [(t, pool.submit(_draw_in_worker, t[0], str(t[2]), t[3])) for t in theirs]
-            for key, draw, path, fkey in mine:
-                _draw_to(run, draw, path, fkey)
-            for t, f in futures:
-                try:
-                    log.debug("figure %s", f.result())
-                except BrokenProcessPool as exc:
-                    lost.append(t)
-                    why = exc
-    if lost:
+        theirs: dict = {}
+        try:
+            for t in reversed(todo[1:]):
+                theirs[t[0]] = pool.submit(_draw_in_worker, str(run_file), t[0], str(t[2]), t[3])
+        except BrokenProcessPool as exc:           # it died before this run's first figure
+            why = exc
+        for t in todo:
+            f = theirs.get(t[0])
+            if f is None or f.cancel():            # not begun there: draw it here
+                theirs.pop(t[0], None)
+                _draw_to(run, t[1], t[2], t[3])
+        for key, f in theirs.items():
+            try:
+                log.debug("figure %s", f.result())
+            except BrokenProcessPool as exc:
+                lost.append(next(t for t in todo if t[0] == key))
+                why = exc
+        stop_helper()
+    if why is not None:
         log.warning("a figure process stopped before finishing (%s); drawing its %d figure(s) here",
                     why, len(lost))
-        for key, draw, path, fkey in lost:
-            _draw_to(run, draw, path, fkey)
-    return True
+    for key, draw, path, fkey in lost:
+        _draw_to(run, draw, path, fkey)
