@@ -78,6 +78,15 @@ def test_figure_process_started_ahead_shares_the_figures(drawn, tmp_path, monkey
     assert "(2 process(es))" in caplog.text
 
 
+def test_two_processes_asked_for_with_one_cpu(drawn, tmp_path, monkeypatch):
+    # default_workers says 1 with one CPU, but workers=2 asked for explicitly is honoured
+    run, _, ref = drawn
+    monkeypatch.setattr(figures.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert not figures.start_helper() and figures.default_workers(50) == 1
+    got = figures.make_figures(run, tmp_path / "forced", workers=2)
+    assert _bytes(got) == _bytes(ref) and not figures._HELPER
+
+
 def test_unused_figure_process_is_stopped():
     import os
 

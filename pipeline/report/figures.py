@@ -632,14 +632,14 @@ def default_workers(n_figures: int) -> int:
     return 2 if n_figures >= PARALLEL_FROM_FIGURES else 1
 
 
-def start_helper() -> bool:
-    """Start the second figure process now (two CPUs or more), so that its interpreter
-    start and imports (about 1.4 s) overlap the steps before the report instead of
-    delaying it; the next :func:`make_figures` draws with it and stops it. Returns
-    whether one runs. :func:`stop_helper` stops an unused one."""
+def start_helper(force: bool = False) -> bool:
+    """Start the second figure process now (two CPUs or more, or with `force`), so that
+    its interpreter start and imports (about 1.4 s) overlap the steps before the report
+    instead of delaying it; the next :func:`make_figures` draws with it and stops it.
+    Returns whether one runs. :func:`stop_helper` stops an unused one."""
     if _HELPER:
         return True
-    if _cpus() < 2:
+    if _cpus() < 2 and not force:
         return False
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -711,7 +711,7 @@ def _draw_parallel(run: RunOutputs, todo: list) -> None:
     import tempfile
     from concurrent.futures.process import BrokenProcessPool
 
-    start_helper()
+    start_helper(force=True)      # workers=2 asked for explicitly runs with one CPU too
     pool = _HELPER[0]
     lost, why = [], None
     with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
