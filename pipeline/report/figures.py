@@ -713,7 +713,7 @@ def _draw_parallel(run: RunOutputs, todo: list) -> None:
 
     start_helper(force=True)      # workers=2 asked for explicitly runs with one CPU too
     pool = _HELPER[0]
-    lost, why = [], None
+    lost, why, unsent = [], None, 0
     with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
         run_file = Path(tmp) / "run.pickle"
         with open(run_file, "wb") as f:
@@ -723,7 +723,7 @@ def _draw_parallel(run: RunOutputs, todo: list) -> None:
             for t in reversed(todo[1:]):
                 theirs[t[0]] = pool.submit(_draw_in_worker, str(run_file), t[0], str(t[2]), t[3])
         except BrokenProcessPool as exc:           # it died before this run's first figure
-            why = exc
+            why, unsent = exc, len(todo) - 1 - len(theirs)
         for t in todo:
             f = theirs.get(t[0])
             if f is None or f.cancel():            # not begun there: draw it here
@@ -738,6 +738,6 @@ def _draw_parallel(run: RunOutputs, todo: list) -> None:
         stop_helper()
     if why is not None:
         log.warning("a figure process stopped before finishing (%s); drawing its %d figure(s) here",
-                    why, len(lost))
+                    why, len(lost) + unsent)
     for key, draw, path, fkey in lost:
         _draw_to(run, draw, path, fkey)
