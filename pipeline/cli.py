@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import logging
 import os
 import sys
@@ -61,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("warmup", help="compile the numba kernels (done once after install)")
     return p
+
+
+def run() -> None:
+    """The process entry (``python -m pipeline`` and the ``ecocredit`` script): :func:`main`,
+    then exit with its code.
+
+    Before the interpreter's exit the objects alive are moved out of the garbage
+    collector's reach (``gc.freeze``): the exit then does not scan the ~2000 modules a run
+    imports for reference cycles, which took 0.6-0.9 s per run (demo reprocess) and
+    frees nothing the ending process needs. Every output is already written and closed;
+    logging handlers are still flushed and closed by ``atexit``.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> int:
