@@ -310,3 +310,33 @@ def test_a_figure_process_that_dies_at_start_does_not_stall_the_report(tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert r.stdout.strip().endswith("same")
     assert "a figure process stopped before finishing" in r.stderr
+
+
+def test_figures_are_rgb_pngs_with_matplotlibs_pixels(drawn, tmp_path):
+    """save_png writes what matplotlib's own PNG writer draws, without the alpha channel:
+    the same size and colours, the figure key in its text chunk; a transparent background
+    is composited over white."""
+    from PIL import Image
+
+    run, _, ref = drawn
+    for f in ref.values():
+        with Image.open(f.path) as im:
+            assert im.mode == "RGB", f.key
+    with matplotlib.rc_context(rc_params()):
+        for transparent in (False, True):
+            fig = matplotlib.figure.Figure(figsize=(3, 2))
+            ax = fig.add_subplot()
+            ax.plot([0, 1, 2], [2, 0, 1], color="tab:red")
+            ax.set_title("流域 basin")
+            if transparent:
+                fig.patch.set_alpha(0.0)
+                ax.patch.set_alpha(0.0)
+            fig.savefig(tmp_path / "mpl.png", format="png", bbox_inches="tight")
+            out = figures.save_png(fig, tmp_path / "rgb.png", "k" * 64)
+            with Image.open(tmp_path / "mpl.png") as a, Image.open(out) as b:
+                assert b.mode == "RGB" and b.size == a.size and b.info[figures.KEY_CHUNK] == "k" * 64
+                white = Image.new("RGBA", a.size, (255, 255, 255, 255))
+                expect = np.asarray(Image.alpha_composite(white, a.convert("RGBA")).convert("RGB"), dtype=int)
+                assert np.abs(np.asarray(b, dtype=int) - expect).max() <= 1
+                if transparent:
+                    assert (np.asarray(a)[..., 3] < 255).any()

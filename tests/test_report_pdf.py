@@ -328,3 +328,84 @@ def test_contents_give_each_section_its_first_page():
         assert len(footer) == 1
     names = {h[3] for h in heads}
     assert [d[3] for d in sorted((d for d in first if d[3] in names), key=lambda d: d[2])] == [h[3] for h in heads]
+
+
+def _png_rows(path):
+    """The concatenated IDAT chunks of a PNG, read with PIL's chunk reader (not png_image's)."""
+    from PIL import PngImagePlugin
+
+    rows = []
+    with open(path, "rb") as f:
+        f.read(8)
+        stream = PngImagePlugin.ChunkStream(f)
+        while True:
+            kind, pos, n = stream.read()
+            body = f.read(n)
+            stream.crc(kind, body)
+            if kind == b"IDAT":
+                rows.append(body)
+            if kind == b"IEND":
+                return b"".join(rows)
+
+
+@pytest.mark.parametrize("mode, passed_through", [("RGB", True), ("L", True), ("RGBA", False), ("P", False),
+                                                  ("I;16", False)])
+def test_figures_embedded_as_their_png_rows_when_pdf_can_read_them(tmp_path, mode, passed_through):
+    """8-bit RGB and grey PNGs are embedded as their compressed rows (the PDF's image stream is
+    the PNG's IDAT data) and read back by pypdf pixel for pixel; other PNGs go through fpdf2."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+    from pypdf import PdfReader
+
+    from pipeline.report import pdf as pdfmod
+    from pipeline.report.figures import FigureFile
+
+    rng = np.random.default_rng(11)
+    # smooth and noisy parts, so that the encoder picks different row filters
+    smooth = np.add.outer(np.arange(120), np.arange(200)).astype(np.uint8)
+    rgb = np.dstack([smooth, rng.integers(0, 256, (120, 200), dtype=np.uint8), smooth[::-1]])
+    im = {"RGB": lambda: Image.fromarray(rgb), "L": lambda: Image.fromarray(smooth),
+          "RGBA": lambda: Image.fromarray(np.dstack([rgb, np.full(smooth.shape, 255, np.uint8)])),
+          "P": lambda: Image.fromarray(rgb).quantize(16),
+          "I;16": lambda: Image.fromarray(smooth.astype(np.uint16) * 200)}[mode]()
+    png = tmp_path / "f.png"
+    im.save(png)
+    assert (pdfmod.png_image(png) is not None) == passed_through
+    with pdfmod._document() as doc:
+        w = pdfmod._Writer(doc, "footer")
+        w.new_page()
+        w.figure(FigureFile("f", png, "图"), 1)
+        w.figure(FigureFile("f", png, "again"), 2)          # a second use: one image object
+        data = bytes(doc.output(output_producer_class=pdfmod._Producer))
+    page = PdfReader(io.BytesIO(data)).pages[0]
+    xobjects = page["/Resources"]["/XObject"]
+    assert len(xobjects) == 1
+    if passed_through:
+        (obj,) = [x.get_object() for x in xobjects.values()]
+        assert obj._data == _png_rows(png)
+        assert obj["/DecodeParms"]["/Predictor"] == 15
+    got = page.images[0].image
+    if mode in ("RGB", "RGBA", "P"):
+        assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(im.convert("RGB")))
+    elif mode == "L":
+        assert np.array_equal(np.asarray(got.convert("L")), smooth)
+
+
+def test_damaged_png_is_left_to_fpdf2(tmp_path):
+    """A chunk whose CRC does not match makes png_image decline the file."""
+    import numpy as np
+    from PIL import Image
+
+    from pipeline.report import pdf as pdfmod
+
+    png = tmp_path / "f.png"
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(png)
+    good = png.read_bytes()
+    assert pdfmod.png_image(png) is not None
+    i = good.index(b"IDAT") + 6
+    png.write_bytes(good[:i] + bytes([good[i] ^ 1]) + good[i + 1:])
+    assert pdfmod.png_image(png) is None
+    png.write_bytes(good[:40])                               # truncated
+    assert pdfmod.png_image(png) is None

@@ -15,7 +15,10 @@ cells of a table row share one baseline whatever their script.
 
 fpdf2 writes each string once with the glyph ids of the font's cmap (no
 shaping: the report's Chinese, latin and digits need none) and subsets the font
-when the file is written; a figure is decoded and compressed once. A table of
+when the file is written. A figure drawn by pipeline.report.figures (8-bit RGB,
+not interlaced) is embedded as its PNG's compressed rows, which PDF's FlateDecode
+with the PNG predictors reads as they are (:func:`png_image`); any other PNG is
+decoded and compressed again by fpdf2. A table of
 20 000 cells (500 rows) takes 0.7 s with the font loaded and subset, against 2.9 s
 with the matplotlib renderer this replaced.
 """
@@ -24,11 +27,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import struct
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
 from fpdf import FPDF, image_parsing
+from fpdf.image_datastructures import RasterImageInfo
 from fpdf.output import OutputProducer
 from PIL import Image
 
@@ -239,6 +245,7 @@ class _Writer:
         if h > max_h:
             h, w = max_h, max_h * w_px / h_px
         self.need(h + 0.35)
+        _preload_png(self.pdf, f.path)
         self.pdf.image(str(f.path), x=(PAGE_W - w) / 2, y=self.y, w=w, h=h)
         self.y += h + 0.05
         self.text(PAGE_W / 2, f"图 {number}　{f.caption}", 8.5, ha="center", color="#333333")
@@ -308,6 +315,63 @@ def render(run: RunOutputs, sections: list[Section], figures: dict[str, FigureFi
         pages = _flow(_Writer(pdf, f"{run.basin_title}　{TITLE}"), run, sections, figures)
         pdf.output(str(path), output_producer_class=_Producer)
     log.debug("PDF with %d pages", pages)
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# chunks that change how the pixels read: fpdf2 handles these PNGs itself
+_PNG_PIXEL_CHUNKS = {b"tRNS", b"iCCP", b"PLTE"}
+
+
+def png_image(path: Path) -> RasterImageInfo | None:
+    """fpdf2's description of the PNG at `path` with its compressed rows as the image's
+    data, or None when the PNG is not 8-bit grey or RGB without interlacing, transparency,
+    palette or ICC profile, or a chunk's CRC is wrong (fpdf2 then reads it as any image).
+
+    PDF's FlateDecode with ``/Predictor 15`` (PNG predictors, chosen per row) reads the
+    concatenated IDAT chunks of such a PNG as they are (PDF 1.7, 7.4.4.4), so the figure
+    is neither decoded nor compressed again: 24 figures of the demo report took 0.6 s in
+    fpdf2's decoding, alpha split and zlib, and now take the time to read the files.
+    """
+    data = Path(path).read_bytes()
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    pos, header, rows = len(_PNG_SIGNATURE), None, []
+    while pos + 12 <= len(data):
+        (n,) = struct.unpack_from(">I", data, pos)
+        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]
+        if len(body) != n or pos + 12 + n > len(data) or \
+                zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, pos + 8 + n)[0]:
+            return None
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            rows.append(body)
+        elif kind in _PNG_PIXEL_CHUNKS:
+            return None
+        elif kind == b"IEND":
+            break
+        pos += 12 + n
+    if header is None or not rows:
+        return None
+    w, h, depth, colour, compression, filtering, interlace = header
+    channels = {0: 1, 2: 3}.get(colour)
+    if depth != 8 or channels is None or (compression, filtering, interlace) != (0, 0, 0):
+        return None
+    return RasterImageInfo(data=b"".join(rows), w=w, h=h, cs="DeviceGray" if channels == 1 else "DeviceRGB",
+                           iccp=None, bpc=8, dpn=channels, f="FlateDecode", inverted=False,
+                           dp=f"/Predictor 15 /Colors {channels} /Columns {w}")
+
+
+def _preload_png(pdf: FPDF, path: Path) -> None:
+    """Put the PNG at `path` in `pdf`'s image cache (see png_image), where ``pdf.image(str(path))``
+    finds it, numbered as fpdf2 numbers the images it loads itself: in order of first use."""
+    cache = pdf.image_cache
+    if str(path) in cache.images:
+        return
+    info = png_image(path)
+    if info is not None:
+        info.update(i=len(cache.images) + 1, usages=0, iccp_i=None)
+        cache.images[str(path)] = info
 
 
 @contextlib.contextmanager
