@@ -7,6 +7,7 @@ the previous wrote (GeoTIFFs on the basin grid) and logs its wall time.
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -206,6 +207,8 @@ def run_hydrology(ing: Ingested, aligned: dict, layout: OutputLayout, params: di
 
 def current_client():
     """The dask.distributed client of this run (set by --scheduler), or None for local threads."""
+    if "distributed" not in sys.modules:    # no client without it; importing it costs 0.1-0.2 s
+        return None
     try:
         from distributed import default_client
 

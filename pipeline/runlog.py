@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -71,11 +72,21 @@ def versions() -> dict[str, str]:
     }
     for mod in ("geopandas", "pyogrio", "exactextract", "xarray", "rioxarray", "distributed",
                 "scipy", "pandas"):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:  # pragma: no cover - optional in some contexts
-            out[mod] = "unavailable"
+        out[mod] = _version_of(mod)
     return out
+
+
+def _version_of(package: str) -> str:
+    """The version of an installed package, from the module when it is loaded, else from
+    its installed metadata: a run that never uses dask.distributed does not import it
+    (0.1-0.2 s) just to record its version."""
+    module = sys.modules.get(package)
+    if module is not None and hasattr(module, "__version__"):
+        return str(module.__version__)
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unavailable"
 
 
 def sha256(path: Path, bufsize: int = 1 << 20) -> str:

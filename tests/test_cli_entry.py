@@ -29,3 +29,23 @@ def test_module_entry_exits_with_the_error_code(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert "none.yaml" in proc.stderr
+
+
+def test_versions_and_client_lookup_do_not_import_distributed():
+    """A local run records dask.distributed's installed version without importing it, and
+    finds no client (in a fresh interpreter: this test session may have imported it)."""
+    import importlib.metadata
+    import subprocess
+    import sys
+
+    code = ("import sys, json; from pipeline.runlog import versions; from pipeline.run import current_client; "
+            "v = versions(); c = current_client(); "
+            "print(json.dumps([v['distributed'], v['pandas'], c is None, 'distributed' in sys.modules]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    dist, pandas_version, no_client, imported = json.loads(proc.stdout.splitlines()[-1])
+    assert dist == importlib.metadata.version("distributed")
+    assert pandas_version == importlib.metadata.version("pandas")
+    assert no_client and not imported
