@@ -49,6 +49,7 @@ import yaml
 
 from pipeline.config import Config, LandcoverVintage, load_config
 from pipeline.errors import ConfigError, InputDataError, OutputError, PipelineError
+from pipeline.io.scans import scan_memo
 
 log = logging.getLogger(__name__)
 
@@ -617,7 +618,7 @@ def reprocess(config_path: Path, out: Path | None = None, settle_s: float = SETT
     out_dir = Path(out) if out else default_out_dir(cfg)
     store.root.mkdir(parents=True, exist_ok=True)
     quarantined = 0
-    with BasinLock(store.lock), file_log(store.log):
+    with BasinLock(store.lock), file_log(store.log), scan_memo():
         log.info("reprocess %s: inbox %s, store %s, outputs %s", cfg.basin.name, inbox, store.root,
                  out_dir)
         hashes = HashMemo(out_dir.resolve().parent / ".cache" / cfg.basin.name / "hashes.json")

@@ -71,6 +71,10 @@ def case_truncated_geotiff(cfg):
     _truncate(cfg.parent / "data" / "lc_2023.tif", 0.4)
 
 
+def case_truncated_dem(cfg):
+    _truncate(cfg.parent / "data" / "dem.tif", 0.7)
+
+
 def case_garbage_geotiff(cfg):
     (cfg.parent / "data" / "dem.tif").write_bytes(b"<html>404 Not Found</html>")
 
@@ -269,6 +273,7 @@ CASES = [
     (case_missing_config, ["tiny.yaml", "not found"]),
     (case_missing_dem, ["dem.tif", "file not found", "how to fix"]),
     (case_truncated_geotiff, ["lc_2023.tif", "how to fix"]),
+    (case_truncated_dem, ["dem.tif", "how to fix"]),
     (case_garbage_geotiff, ["dem.tif", "cannot open", "how to fix"]),
     (case_truncated_geopackage, ["sites.gpkg", "how to fix"]),
     (case_missing_crs, ["dem.tif", "no crs", "gdal_edit"]),

@@ -24,7 +24,8 @@ from rasterio.warp import transform_bounds
 from pipeline.config import Config
 from pipeline.errors import InputDataError, PipelineError, ValidationFailed
 from pipeline.io.grid import Grid
-from pipeline.io.rasters import RasterInfo, align_raster, check_readable, inspect_raster
+from pipeline.io.rasters import RasterInfo, align_raster, error_text, inspect_raster
+from pipeline.io.scans import scanned
 from pipeline.io.vectors import read_layer
 
 log = logging.getLogger(__name__)
@@ -156,31 +157,10 @@ def _check_asbuilt_dem(v, grid: Grid | None, notes: list[str]) -> RasterInfo:
 def _check_elevations(path: Path, role: str, cfg_nodata: float | None, notes: list[str]) -> RasterInfo:
     """A DEM: readable, nodata declared when sentinels occur, some valid cells, metres."""
     info = inspect_raster(path, role)
-    check_readable(info.path, role)
     nodata = info.nodata if info.nodata is not None else cfg_nodata
     where = "'dem: {nodata: %g}' in the configuration" if role == "dem" else None
-    valid = 0
-    nan_cells = 0
-    suspects: dict[float, int] = {}
-    vmin, vmax = np.inf, -np.inf
-    with rasterio.open(info.path) as src:
-        for _, win in src.block_windows(1):
-            a = src.read(1, window=win)
-            if a.dtype.kind == "f":
-                nan = np.isnan(a)
-                nan_cells += int(nan.sum())
-            else:
-                nan = np.zeros(a.shape, bool)
-            ok = ~nan if nodata is None else (~nan & (a != nodata))
-            if nodata is None:
-                for s in _SUSPECT_NODATA:
-                    n = int((a == s).sum())
-                    if n:
-                        suspects[s] = suspects.get(s, 0) + n
-            valid += int(ok.sum())
-            if ok.any():
-                vmin = min(vmin, float(a[ok].min()))
-                vmax = max(vmax, float(a[ok].max()))
+    valid, nan_cells, suspects, vmin, vmax = scanned(
+        "elevations", info.path, (nodata,), lambda: _elevation_stats(info.path, role, nodata))
     if suspects:
         s, n = max(suspects.items(), key=lambda kv: kv[1])
         raise InputDataError(
@@ -203,6 +183,51 @@ def _check_elevations(path: Path, role: str, cfg_nodata: float | None, notes: li
     return info
 
 
+def _elevation_stats(path: Path, role: str, nodata: float | None) -> tuple:
+    """(valid cells, NaN cells, {suspect sentinel: cells} when no nodata is declared, min, max)
+    from one reading of every block; a block that cannot be read is an InputDataError."""
+    valid = 0
+    nan_cells = 0
+    suspects: dict[float, int] = {}
+    vmin, vmax = np.inf, -np.inf
+    try:
+        with rasterio.open(path) as src:
+            for _, win in src.block_windows(1):
+                a = src.read(1, window=win)
+                if a.dtype.kind == "f":
+                    nan = np.isnan(a)
+                    nan_cells += int(nan.sum())
+                else:
+                    nan = np.zeros(a.shape, bool)
+                ok = ~nan if nodata is None else (~nan & (a != nodata))
+                if nodata is None:
+                    for s in _SUSPECT_NODATA:
+                        n = int((a == s).sum())
+                        if n:
+                            suspects[s] = suspects.get(s, 0) + n
+                valid += int(ok.sum())
+                if ok.any():
+                    vmin = min(vmin, float(a[ok].min()))
+                    vmax = max(vmax, float(a[ok].max()))
+    except rasterio.errors.RasterioError as exc:
+        raise InputDataError(f"{role}: the raster is truncated or corrupt ({error_text(exc)})",
+                             path=path, fix="download or export the file again") from None
+    return valid, nan_cells, suspects, vmin, vmax
+
+
+def _codes(path: Path, role: str) -> frozenset[int]:
+    """The values of a class raster, from one reading of every block."""
+    codes: set[int] = set()
+    try:
+        with rasterio.open(path) as src:
+            for _, win in src.block_windows(1):
+                codes.update(np.unique(src.read(1, window=win)).tolist())
+    except rasterio.errors.RasterioError as exc:
+        raise InputDataError(f"{role}: the raster is truncated or corrupt ({exc})", path=path,
+                             fix="download or export the file again") from None
+    return frozenset(codes)
+
+
 def _check_landcover(v, grid: Grid | None) -> RasterInfo:
     from pipeline.io.classes import load_scheme
 
@@ -221,15 +246,7 @@ def _check_landcover(v, grid: Grid | None) -> RasterInfo:
             fix="set a nodata value that is not a class, e.g. gdal_edit.py -a_nodata 255 FILE")
     if grid is not None:
         _check_overlap(info, grid, role)
-    codes = set()
-    try:
-        with rasterio.open(v.path) as src:
-            for _, win in src.block_windows(1):
-                a = src.read(1, window=win)
-                codes.update(np.unique(a).tolist())
-    except rasterio.errors.RasterioError as exc:
-        raise InputDataError(f"{role}: the raster is truncated or corrupt ({exc})", path=v.path,
-                             fix="download or export the file again") from None
+    codes = set(scanned("codes", info.path, (), lambda: _codes(info.path, role)))
     if info.nodata is not None:
         codes.discard(int(info.nodata))
     codes.difference_update(int(c) for c in scheme.nodata_codes)

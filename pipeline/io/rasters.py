@@ -58,7 +58,7 @@ def inspect_raster(path: Path, role: str) -> RasterInfo:
             info = RasterInfo(path, src.crs, src.transform, src.width, src.height,
                               src.dtypes[0], src.nodata, tuple(src.bounds))
     except RasterioIOError as exc:
-        raise InputDataError(f"{role}: GDAL cannot open it as a raster ({_short(exc)})",
+        raise InputDataError(f"{role}: GDAL cannot open it as a raster ({error_text(exc)})",
                              path=path, fix="re-download or re-export the file as GeoTIFF "
                                             "(gdal_translate in.tif out.tif)") from None
     if info.crs is None:
@@ -68,19 +68,8 @@ def inspect_raster(path: Path, role: str) -> RasterInfo:
     return info
 
 
-def check_readable(path: Path, role: str, window_rows: int = 1024) -> None:
-    """Read every block once: truncated or corrupt files fail here, not mid-run."""
-    try:
-        with rasterio.open(path) as src:
-            for row in range(0, src.height, window_rows):
-                h = min(window_rows, src.height - row)
-                src.read(1, window=rasterio.windows.Window(0, row, src.width, h))
-    except (RasterioIOError, rasterio.errors.RasterioError) as exc:
-        raise InputDataError(f"{role}: the raster is truncated or corrupt ({_short(exc)})",
-                             path=path, fix="download or export the file again") from None
-
-
-def _short(exc: Exception) -> str:
+def error_text(exc: Exception) -> str:
+    """The first line of a GDAL/rasterio error, for a message to the analyst."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:200]
 
@@ -137,7 +126,7 @@ def atomic_raster(path: Path, profile: dict):
         os.replace(tmp, path)
     except (OSError, rasterio.errors.RasterioError) as exc:
         tmp.unlink(missing_ok=True)
-        raise OutputError(f"cannot write raster ({getattr(exc, 'strerror', None) or _short(exc)})",
+        raise OutputError(f"cannot write raster ({getattr(exc, 'strerror', None) or error_text(exc)})",
                           path=path,
                           fix="check free disk space and write permission") from None
     except BaseException:
@@ -159,7 +148,7 @@ def verify_written(tmp: Path, final: Path | None = None) -> None:
             for b in range(1, src.count + 1):
                 src.read(b, window=win)
     except (OSError, rasterio.errors.RasterioError) as exc:
-        raise OutputError(f"the raster could not be written completely ({_short(exc)}); "
+        raise OutputError(f"the raster could not be written completely ({error_text(exc)}); "
                           "the disk may be full", path=final or tmp,
                           fix="free disk space (or raise the quota) and run again") from None
 
@@ -275,7 +264,7 @@ def sparse_cog(src: Path, windows: list[tuple[int, int, int, int]], dst: Path) -
         verify_written(tmp, dst)
         os.replace(tmp, dst)
     except (OSError, rasterio.errors.RasterioError) as exc:
-        raise OutputError(f"cannot write raster ({_short(exc)})", path=dst,
+        raise OutputError(f"cannot write raster ({error_text(exc)})", path=dst,
                           fix="check free disk space and write permission") from None
     finally:
         for p in [*level_paths, Path(f"{stem}.cog.tif")]:
