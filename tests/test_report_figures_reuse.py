@@ -87,6 +87,54 @@ def test_two_processes_asked_for_with_one_cpu(drawn, tmp_path, monkeypatch):
     assert _bytes(got) == _bytes(ref) and not figures._HELPER
 
 
+def test_other_work_runs_while_the_figure_process_draws(drawn, tmp_path):
+    """`meanwhile` runs once in this process after the other process has its figures: a
+    figure drawn there appears while it runs (it waits for one); then every figure is
+    drawn, as the serial ones."""
+    import time
+
+    run, _, ref = drawn
+    out = tmp_path / "meanwhile"
+    calls = []
+
+    def other():
+        calls.append(sorted(p.name for p in out.glob("*.png")))
+        deadline = time.monotonic() + 120
+        while not any(out.glob("*.png")):
+            assert time.monotonic() < deadline, "no figure was drawn while the other work ran"
+            time.sleep(0.02)
+
+    got = figures.make_figures(run, out, workers=2, meanwhile=other)
+    assert len(calls) == 1 and _bytes(got) == _bytes(ref) and not figures._HELPER
+
+
+def test_other_work_comes_first_when_drawing_alone(drawn, tmp_path):
+    run, _, ref = drawn
+    out = tmp_path / "alone"
+    calls = []
+    got = figures.make_figures(run, out, workers=1,
+                               meanwhile=lambda: calls.append(sorted(p.name for p in out.glob("*.png"))))
+    assert calls == [[]] and _bytes(got) == _bytes(ref)
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyError("x")])
+def test_an_error_of_the_other_work_is_its_own(drawn, tmp_path, error):
+    """write_report: an error raised by `meanwhile` (e.g. the GeoPackage's disk full) is raised
+    as it is, not as a figure error; no figures folder is left and the process is stopped."""
+    from pipeline.report.document import write_report
+
+    run, _, _ = drawn
+
+    def other():
+        raise error
+
+    with pytest.raises(type(error)) as exc:
+        write_report(run, tmp_path / "report", meanwhile=other)
+    assert exc.value is error
+    assert not figures._HELPER
+    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == []
+
+
 def test_unused_figure_process_is_stopped():
     import os
 

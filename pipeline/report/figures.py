@@ -21,6 +21,7 @@ import logging
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -708,12 +709,18 @@ def stop_helper() -> None:
 
 
 def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
-                 workers: int | None = None) -> dict[str, FigureFile]:
+                 workers: int | None = None, meanwhile: Callable[[], object] | None = None
+                 ) -> dict[str, FigureFile]:
     """Draw every figure into `fig_dir` as PNG; see the module doc for `reuse_from`.
 
     Figures to draw are shared among `workers` processes, this one and spawned ones
     (default :func:`default_workers`; 1 draws in this process only); each PNG is the
     same either way.
+
+    `meanwhile` (other work of the run, e.g. writing the GeoPackage) is called once in
+    this process: once the other process has its figures, so that it draws while this
+    one works; before any drawing when this process draws alone. An error it raises
+    stops the drawing and is raised.
     """
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -735,8 +742,10 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
     workers = default_workers(len(todo)) if workers is None else max(1, int(workers))
     try:
         if workers > 1 and len(todo) > 1:
-            _draw_parallel(run, todo)
+            _draw_parallel(run, todo, meanwhile)
         else:
+            if meanwhile is not None:
+                meanwhile()
             for key, draw, path, fkey in todo:
                 _draw_to(run, draw, path, fkey)
     finally:
@@ -746,10 +755,11 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
     return out
 
 
-def _draw_parallel(run: RunOutputs, todo: list) -> None:
+def _draw_parallel(run: RunOutputs, todo: list, meanwhile: Callable[[], object] | None = None) -> None:
     """Draw `todo` here and in a second process (the one of :func:`start_helper`, else one
     spawned now), sharing them as they go: the other process takes them from the end,
     this one from the start, and this one draws every figure the other has not begun.
+    `meanwhile` runs here once the other process has its figures (see make_figures).
 
     The run goes to the other process as a file, not as an argument of the spawn: the
     start of a spawned process writes its arguments into a pipe the parent holds both
@@ -774,6 +784,8 @@ def _draw_parallel(run: RunOutputs, todo: list) -> None:
                 theirs[t[0]] = pool.submit(_draw_in_worker, str(run_file), t[0], str(t[2]), t[3])
         except BrokenProcessPool as exc:           # it died before this run's first figure
             why, unsent = exc, len(todo) - 1 - len(theirs)
+        if meanwhile is not None:
+            meanwhile()
         for t in todo:
             f = theirs.get(t[0])
             if f is None or f.cancel():            # not begun there: draw it here
