@@ -88,7 +88,17 @@ def assess(config_path: Path, out: Path | None = None, chunk_size: int | None = 
                 step_cache.close()
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        manifest = _manifest(cfg, ing, vers, timings, layout, outputs)
+        if step_cache is not None:
+            # most outputs of a reprocess are hard links to cache entries or to the previous
+            # report's figures: their digests are remembered (5e7 cells: 1.5-2 s of hashing)
+            from pipeline.cache import HashMemo
+
+            out_hashes = HashMemo(step_cache.root / "output_hashes.json", by_inode=True)
+            manifest = _manifest(cfg, ing, vers, timings, layout, outputs, step_cache.sources, out_hashes)
+            out_hashes.save()
+            step_cache.sources.save()
+        else:
+            manifest = _manifest(cfg, ing, vers, timings, layout, outputs)
         write_json_atomic(layout.manifest, manifest)
         log.info("finished in %.1f s, peak RSS %.0f MB", timings.total, peak_rss_mb())
         final = pub.publish()
@@ -110,11 +120,13 @@ def _remove_dead_work(parent: Path, basin: str) -> None:
 
 
 def _manifest(cfg: Config, ing: Ingested, vers: dict, timings: Timings, layout: OutputLayout,
-              outputs: dict) -> dict:
+              outputs: dict, input_sha256=sha256, output_sha256=sha256) -> dict:
+    """The run's manifest; the sha256 of inputs and outputs by the given functions (memos
+    of pipeline.cache.HashMemo in a cached run, else computed)."""
     inputs = []
     for role, path in cfg.input_files():
         p = Path(path)
-        inputs.append({"role": role, "path": _rel(p), "sha256": sha256(p) if p.is_file() else None,
+        inputs.append({"role": role, "path": _rel(p), "sha256": input_sha256(p) if p.is_file() else None,
                        "bytes": p.stat().st_size if p.is_file() else None})
     files = sorted(p for p in layout.root.rglob("*") if p.is_file() and p.name != "manifest.json"
                    and p.name != "run.log")
@@ -132,7 +144,7 @@ def _manifest(cfg: Config, ing: Ingested, vers: dict, timings: Timings, layout: 
         "peak_rss_mb": peak_rss_mb(),
         "repaired_geometries": ing.repaired,
         "notes": ing.notes + outputs.get("notes", []),
-        "outputs": [{"path": str(p.relative_to(layout.root)), "sha256": sha256(p),
+        "outputs": [{"path": str(p.relative_to(layout.root)), "sha256": output_sha256(p),
                      "bytes": p.stat().st_size} for p in files],
     }
 

@@ -5,6 +5,7 @@ Layout (one cache per basin, beside the published outputs)::
     outputs/.cache/<basin>/<step>/<key>/         one entry: the step's files + meta.json
     outputs/.cache/<basin>/<step>/.<key>.tmp-<pid>/  an entry being written (debris if pid is dead)
     outputs/.cache/<basin>/hashes.json            memo of input sha256 by (path, size, mtime, inode)
+    outputs/.cache/<basin>/output_hashes.json     memo of the last run's output sha256 by inode (manifest)
     outputs/.cache/<basin>/published.json         run key of the last published run (pipeline.reprocess)
     outputs/.cache/<basin>/runs.json              entries used by the last KEEP_RUNS runs (pruning)
 
@@ -155,11 +156,20 @@ def _isna(v) -> bool:
 
 
 class HashMemo:
-    """sha256 of files, remembered by (path, size, mtime_ns, inode) in a JSON file."""
+    """sha256 of files, remembered by (path, size, mtime_ns, inode) in a JSON file.
 
-    def __init__(self, path: Path | None):
+    ``by_inode``: remembered by the file itself (device and inode, with size and
+    mtime_ns) whatever its path, and :meth:`save` keeps only the files asked for since
+    the memo was opened. For a run's outputs: a file restored from the cache or reused
+    from the previous report is a hard link, the same inode under a new staging path,
+    and every writer replaces a file by rename (a new inode), never in place.
+    """
+
+    def __init__(self, path: Path | None, by_inode: bool = False):
         self.path = path
+        self.by_inode = by_inode
         self.memo: dict[str, dict] = {}
+        self.asked: set[str] = set()
         self.dirty = False
         if path is not None and path.is_file():
             try:
@@ -167,15 +177,20 @@ class HashMemo:
             except (OSError, ValueError):
                 self.memo = {}
 
+    def _key(self, p: Path, st: os.stat_result) -> str:
+        return f"{st.st_dev}:{st.st_ino}" if self.by_inode else str(p)
+
     def __call__(self, p: Path) -> str:
         p = Path(p).resolve()
         st = p.stat()
         stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        got = self.memo.get(str(p))
+        key = self._key(p, st)
+        self.asked.add(key)
+        got = self.memo.get(key)
         if got and got.get("stamp") == stamp:
             return got["sha256"]
         h = sha256(p)
-        self.memo[str(p)] = {"stamp": stamp, "sha256": h}
+        self.memo[key] = {"stamp": stamp, "sha256": h}
         self.dirty = True
         return h
 
@@ -183,11 +198,16 @@ class HashMemo:
         """Record `digest` as the sha256 of `p` as it is now (a file known by its cache entry)."""
         p = Path(p).resolve()
         st = p.stat()
-        self.memo[str(p)] = {"stamp": [st.st_size, st.st_mtime_ns, st.st_ino], "sha256": digest}
+        self.memo[self._key(p, st)] = {"stamp": [st.st_size, st.st_mtime_ns, st.st_ino], "sha256": digest}
         self.dirty = True
 
     def save(self) -> None:
-        if self.path is None or not self.dirty:
+        if self.path is None:
+            return
+        if self.by_inode and set(self.memo) != self.asked:
+            self.memo = {k: v for k, v in self.memo.items() if k in self.asked}
+            self.dirty = True
+        if not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")

@@ -215,3 +215,34 @@ def test_aligned_rasters_are_reused_only_for_the_same_source_grid_and_options(tm
     _source_raster(src, rng.integers(1, 6, size=(40, 50)).astype("int32"))
     c2.aligned(src, grid, tmp_path / "s.tif", dict(opts), compute)
     assert len(calls) == 4
+
+
+def test_hash_memo_by_inode_follows_hard_links_and_keeps_what_was_asked(tmp_path):
+    """An output memo: a hard link under another path is served from the memo; a file
+    replaced by rename (a new inode) is hashed again; save keeps the files asked for."""
+    import json
+    import os
+
+    a = tmp_path / "run1" / "a.tif"
+    b = tmp_path / "run1" / "b.tif"
+    a.parent.mkdir()
+    a.write_bytes(b"alpha")
+    b.write_bytes(b"beta")
+    memo_file = tmp_path / "output_hashes.json"
+    m = HashMemo(memo_file, by_inode=True)
+    assert m(a) == sha256(a) and m(b) == sha256(b)
+    m.save()
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    os.link(a, run2 / "a.tif")                                 # restored from the cache
+    (run2 / "b.tif").write_bytes(b"beta")                      # written again: a new inode
+    m2 = HashMemo(memo_file, by_inode=True)
+    assert m2(run2 / "a.tif") == sha256(a) and not m2.dirty    # served from the memo
+    tmp = run2 / ".c.tmp"
+    tmp.write_bytes(b"gamma")
+    os.replace(tmp, run2 / "a.tif")                            # replaced by rename
+    assert m2(run2 / "a.tif") == sha256(run2 / "a.tif") != sha256(a)
+    m2.save()
+    kept = json.loads(memo_file.read_text(encoding="utf-8"))
+    asked = [(run2 / "a.tif").stat(), a.stat()]                # both were asked for; b was not
+    assert sorted(kept) == sorted(f"{st.st_dev}:{st.st_ino}" for st in asked)

@@ -194,6 +194,24 @@ def test_unchanged_work_comes_from_the_cache(updated, assessed):
     assert _files(_out(assessed) / "hydrology") == _files(_out(updated["folder"]) / "hydrology")
 
 
+def test_manifest_digests_are_those_of_the_files(updated):
+    """The manifest of a reprocess (digests remembered by inode for outputs that are hard
+    links to cache entries, by path for inputs) gives every file's actual sha256; the
+    output memo holds this run's files only."""
+    out = _out(updated["folder"])
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert len(manifest["outputs"]) > 20
+    for o in manifest["outputs"]:
+        assert o["sha256"] == sha256(out / o["path"]), o["path"]
+    for i in manifest["inputs"]:
+        if i["sha256"] is not None:
+            p = Path(i["path"])
+            p = p if p.is_absolute() else REPO / p
+            assert i["sha256"] == sha256(p), i["path"]
+    memo = json.loads((out.parent / ".cache" / "tiny" / "output_hashes.json").read_text(encoding="utf-8"))
+    assert len(memo) == len(manifest["outputs"])
+
+
 def test_cached_run_equals_an_uncached_assessment(updated, tmp_path):
     """The step cache is an optimisation only: a plain assess of the same 3 vintages gives
     the same tables and rasters."""
