@@ -21,6 +21,7 @@ import xarray as xr
 from pipeline.io.ingest import Ingested, align_inputs, apply_parameter_overrides
 from pipeline.io.outputs import OutputLayout
 from pipeline.io.rasters import write_array
+from pipeline.parallel import local_scheduler
 from pipeline.runlog import Timings
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,8 @@ def run_landscape(ing: Ingested, v, aligned: dict, hyd: Hydrology, layout: Outpu
         # otherwise decode the GeoTIFF and reclassify it again (on 5e7 cells 10-17 s of the
         # 64 s step). Not on a dask.distributed cluster: the tiled passes read blocks with
         # the synchronous scheduler, which cannot fetch blocks held by its workers.
-        canonical, d8 = canonical.persist(scheduler="threads"), d8.persist(scheduler="threads")
+        threads = local_scheduler("threads")
+        canonical, d8 = canonical.persist(scheduler=threads), d8.persist(scheduler=threads)
     acc = open_da(hyd.paths["accumulation"], chunk)
     streams = open_da(hyd.paths["streams"], chunk) == 1
     out = compute_landscape_indicators(canonical, d8, acc, streams, params, layout.indicators(v.name),

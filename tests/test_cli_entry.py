@@ -49,3 +49,18 @@ def test_versions_and_client_lookup_do_not_import_distributed():
     assert dist == importlib.metadata.version("distributed")
     assert pandas_version == importlib.metadata.version("pandas")
     assert no_client and not imported
+
+
+def test_a_local_assessment_never_imports_distributed(tiny, tmp_path):
+    """dask resolves a scheduler given by name, and chooses a rechunk method, by importing
+    dask.distributed to look for a client; a local run names neither (pipeline.parallel),
+    so the whole assessment runs without the import."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from pipeline.cli import main; "
+            f"code = main(['assess', {str(tiny)!r}, '--out', {str(tmp_path / 'out')!r}]); "
+            "print('distributed imported:', 'distributed' in sys.modules); sys.exit(code)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "distributed imported: False" in proc.stdout, proc.stdout[-2000:]

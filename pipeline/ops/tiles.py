@@ -26,6 +26,7 @@ import dask
 import numpy as np
 
 from pipeline.errors import InputDataError, OutputError
+from pipeline.parallel import local_scheduler
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class ArrayReader:
     def read(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
         block = self.array[r0:r1, c0:c1]
         if hasattr(block, "compute"):
-            block = block.compute(scheduler="synchronous")
+            block = block.compute(scheduler=local_scheduler("synchronous"))
         return np.asarray(block)
 
 
@@ -330,4 +331,6 @@ def run_parallel(func, items, scheduler=None, num_workers: int = DEFAULT_WORKERS
     kwargs = {"scheduler": scheduler}
     if scheduler in ("threads", "processes"):
         kwargs["num_workers"] = num_workers
+    if scheduler in ("threads", "synchronous"):
+        kwargs["scheduler"] = local_scheduler(scheduler)
     return list(dask.compute(*tasks, **kwargs))
