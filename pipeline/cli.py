@@ -74,6 +74,9 @@ def run() -> None:
     frees nothing the ending process needs. Every output is already written and closed;
     logging handlers are still flushed and closed by ``atexit``.
     """
+    from pipeline import runlog
+
+    runlog.ONE_SHOT = True          # see runlog.settle_heap
     code = main()
     gc.freeze()
     sys.exit(code)

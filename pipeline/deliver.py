@@ -16,7 +16,7 @@ import yaml
 from pipeline.config import REPO_ROOT
 from pipeline.io.ingest import Ingested
 from pipeline.io.outputs import OutputLayout
-from pipeline.runlog import sha256, versions
+from pipeline.runlog import settle_heap, sha256, versions
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ def deliver(ing: Ingested, layout: OutputLayout, hyd, landscape: dict, result, c
     from pipeline.report.document import write_report
     from pipeline.report.gpkg import write_geopackage
     from pipeline.report.model import RunOutputs
+
+    settle_heap()     # the report modules are loaded
 
     rasters = raster_index(hyd, landscape, credit_paths, asbuilt)
     for path in rasters.values():          # hydrology and credit rasters are plain tiled GeoTIFFs

@@ -22,7 +22,7 @@ from pipeline.io.ingest import Ingested, align_inputs, apply_parameter_overrides
 from pipeline.io.outputs import OutputLayout
 from pipeline.io.rasters import write_array
 from pipeline.parallel import local_scheduler
-from pipeline.runlog import Timings
+from pipeline.runlog import Timings, settle_heap
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ def run_steps(ing: Ingested, layout: OutputLayout, work: Path, timings: Timings,
     book = apply_parameter_overrides(load_rulebook(cfg.rulebook), cfg)
     params = {name: p.value for name, p in book.parameters.items()}
     notes: list[str] = []
+    settle_heap()     # the geospatial stack and the inputs are loaded
 
     with timings.step("align inputs to the basin grid"):
         aligned = align_inputs(ing, work / "aligned", chunk_rows=chunk, cache=cache)

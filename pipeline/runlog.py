@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -45,6 +46,25 @@ def file_log(path: Path):
     finally:
         logging.getLogger().removeHandler(h)
         h.close()
+
+
+# True in a process that runs one command and ends (set by pipeline.cli.run)
+ONE_SHOT = False
+
+
+def settle_heap() -> None:
+    """In a one-command process (:data:`ONE_SHOT`), collect the garbage once and move what
+    is alive out of the collector's later scans (``gc.freeze``).
+
+    What is alive at the points this is called (the modules imported so far, the run's
+    inputs) lives to the end of the process anyway; the later full collections then scan
+    only what the run makes after. Demo reprocess: full collections 0.74 s -> 0.46 s
+    with one call before the steps. Elsewhere (tests, notebooks calling the steps in a
+    long-lived process) nothing is done: frozen objects are never collected.
+    """
+    if ONE_SHOT:
+        gc.collect()
+        gc.freeze()
 
 
 def versions() -> dict[str, str]:

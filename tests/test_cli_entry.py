@@ -64,3 +64,31 @@ def test_a_local_assessment_never_imports_distributed(tiny, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "distributed imported: False" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_heap_is_settled_only_in_a_one_command_process(monkeypatch):
+    """settle_heap collects and freezes in the process of pipeline.cli.run only: a test
+    session or notebook calling the steps keeps collecting everything."""
+    from pipeline import runlog
+
+    calls = []
+    monkeypatch.setattr(gc, "collect", lambda *a: calls.append("collect") or 0)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    monkeypatch.setattr(runlog, "ONE_SHOT", False)
+    runlog.settle_heap()
+    assert calls == []
+    monkeypatch.setattr(runlog, "ONE_SHOT", True)
+    runlog.settle_heap()
+    assert calls == ["collect", "freeze"]
+
+
+def test_run_marks_the_process_one_shot(monkeypatch):
+    from pipeline import runlog
+
+    seen = {}
+    monkeypatch.setattr(runlog, "ONE_SHOT", False)
+    monkeypatch.setattr(cli, "main", lambda: seen.setdefault("one_shot", runlog.ONE_SHOT) and 0)
+    monkeypatch.setattr(gc, "freeze", lambda: None)
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert seen == {"one_shot": True}
