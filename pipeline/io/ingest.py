@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -183,48 +184,48 @@ def _check_elevations(path: Path, role: str, cfg_nodata: float | None, notes: li
     return info
 
 
+def _blocks(path: Path, role: str) -> Iterator[np.ndarray]:
+    """Every block of band 1, read once; a block that cannot be read is an InputDataError."""
+    try:
+        with rasterio.open(path) as src:
+            for _, win in src.block_windows(1):
+                yield src.read(1, window=win)
+    except rasterio.errors.RasterioError as exc:
+        raise InputDataError(f"{role}: the raster is truncated or corrupt ({error_text(exc)})",
+                             path=path, fix="download or export the file again") from None
+
+
 def _elevation_stats(path: Path, role: str, nodata: float | None) -> tuple:
     """(valid cells, NaN cells, {suspect sentinel: cells} when no nodata is declared, min, max)
-    from one reading of every block; a block that cannot be read is an InputDataError."""
+    from one reading of every block."""
     valid = 0
     nan_cells = 0
     suspects: dict[float, int] = {}
     vmin, vmax = np.inf, -np.inf
-    try:
-        with rasterio.open(path) as src:
-            for _, win in src.block_windows(1):
-                a = src.read(1, window=win)
-                if a.dtype.kind == "f":
-                    nan = np.isnan(a)
-                    nan_cells += int(nan.sum())
-                else:
-                    nan = np.zeros(a.shape, bool)
-                ok = ~nan if nodata is None else (~nan & (a != nodata))
-                if nodata is None:
-                    for s in _SUSPECT_NODATA:
-                        n = int((a == s).sum())
-                        if n:
-                            suspects[s] = suspects.get(s, 0) + n
-                valid += int(ok.sum())
-                if ok.any():
-                    vmin = min(vmin, float(a[ok].min()))
-                    vmax = max(vmax, float(a[ok].max()))
-    except rasterio.errors.RasterioError as exc:
-        raise InputDataError(f"{role}: the raster is truncated or corrupt ({error_text(exc)})",
-                             path=path, fix="download or export the file again") from None
+    for a in _blocks(path, role):
+        if a.dtype.kind == "f":
+            nan = np.isnan(a)
+            nan_cells += int(nan.sum())
+        else:
+            nan = np.zeros(a.shape, bool)
+        ok = ~nan if nodata is None else (~nan & (a != nodata))
+        if nodata is None:
+            for s in _SUSPECT_NODATA:
+                n = int((a == s).sum())
+                if n:
+                    suspects[s] = suspects.get(s, 0) + n
+        valid += int(ok.sum())
+        if ok.any():
+            vmin = min(vmin, float(a[ok].min()))
+            vmax = max(vmax, float(a[ok].max()))
     return valid, nan_cells, suspects, vmin, vmax
 
 
 def _codes(path: Path, role: str) -> frozenset[int]:
     """The values of a class raster, from one reading of every block."""
     codes: set[int] = set()
-    try:
-        with rasterio.open(path) as src:
-            for _, win in src.block_windows(1):
-                codes.update(np.unique(src.read(1, window=win)).tolist())
-    except rasterio.errors.RasterioError as exc:
-        raise InputDataError(f"{role}: the raster is truncated or corrupt ({exc})", path=path,
-                             fix="download or export the file again") from None
+    for a in _blocks(path, role):
+        codes.update(np.unique(a).tolist())
     return frozenset(codes)
 
 
