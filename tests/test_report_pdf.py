@@ -409,3 +409,138 @@ def test_damaged_png_is_left_to_fpdf2(tmp_path):
     assert pdfmod.png_image(png) is None
     png.write_bytes(good[:40])                               # truncated
     assert pdfmod.png_image(png) is None
+
+
+def _cjk_sample(n: int, seed: int) -> str:
+    """`n` characters drawn (seeded) from every CJK block of the report font's cmap, the
+    supplementary planes included, in a random order."""
+    import random
+
+    from fontTools.ttLib import TTFont
+
+    path, index = pdf_font()
+    with TTFont(str(path), fontNumber=index, lazy=True) as font:
+        cmap = font.getBestCmap()
+    blocks = [(0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0xF900, 0xFAFF), (0x20000, 0x3FFFF)]
+    cjk = sorted(c for c in cmap if any(lo <= c <= hi for lo, hi in blocks))
+    rng = random.Random(seed)
+    picked = (rng.sample([c for c in cjk if c > 0xFFFF], n // 10)
+              + rng.sample([c for c in cjk if c <= 0xFFFF], n - n // 10))
+    rng.shuffle(picked)
+    return "".join(map(chr, picked))
+
+
+def _lines_pdf(lines: list[str], producer=None) -> bytes:
+    """PDF bytes of one page with `lines` at body size, one below the other (no wrapping)."""
+    from pipeline.report import pdf as pdfmod
+
+    with pdfmod._document() as doc:
+        w = pdfmod._Writer(doc, "页脚 footer")
+        w.new_page()
+        for line in lines:
+            w.text(pdfmod.MARGIN, line, pdfmod.BODY_PT)
+            w.y += 0.18
+        return bytes(doc.output(output_producer_class=producer or pdfmod._Producer))
+
+
+def _embedded_cff(data: bytes):
+    """The CFF font program the PDF `data` embeds (its one font), read with fontTools."""
+    import io
+
+    from fontTools.cffLib import CFFFontSet
+    from fontTools.ttLib import TTFont
+    from pypdf import PdfReader
+
+    (ref,) = PdfReader(io.BytesIO(data)).pages[0]["/Resources"]["/Font"].values()
+    desc = ref.get_object()["/DescendantFonts"][0].get_object()["/FontDescriptor"].get_object()
+    stream = desc["/FontFile3"].get_object()
+    assert stream["/Subtype"] == "/CIDFontType0C"
+    cff = CFFFontSet()
+    cff.decompile(io.BytesIO(stream.get_data()), TTFont())
+    return cff[cff.fontNames[0]]
+
+
+def _requires_cid_cff_font():
+    from pipeline.report import pdf as pdfmod
+
+    with pdfmod._document() as doc:
+        if not pdfmod._embeds_cff_only(doc.fonts[pdfmod.FONT]):
+            pytest.skip("the report font is not a CID-keyed CFF font (install the pinned 'mplfonts')")
+
+
+def test_any_cjk_text_reads_back_with_the_fonts_own_outlines():
+    """Text drawn from a random sample of the font's CJK characters (site names are user data)
+    reads back as written (pypdf, through the /ToUnicode map), and every glyph the embedded
+    subset holds draws the outline of the same glyph (CID) of the font file."""
+    from fontTools.pens.recordingPen import RecordingPen
+    from fontTools.ttLib import TTFont
+
+    from pipeline.report import pdf as pdfmod
+
+    _requires_cid_cff_font()
+    chars = _cjk_sample(400, seed=17)
+    lines = [chars[i:i + 20] for i in range(0, len(chars), 20)] + ["Latin 0123 %.,;（括号）—…"]
+    data = _lines_pdf(lines)
+    drawn = _strings_drawn(data)
+    assert [d[3] for d in drawn if d[4] == pdfmod.BODY_PT] == lines
+    sub = _embedded_cff(data)
+    path, index = pdf_font()
+    with TTFont(str(path), fontNumber=index, lazy=True) as font:
+        cmap = font.getBestCmap()
+        full = font["CFF "].cff.topDictIndex[0].CharStrings
+        used = {cmap[ord(ch)] for ch in "".join(d[3] for d in drawn)}      # the footer's too
+        kept = set(sub.CharStrings.keys())
+        assert used <= kept and len(kept - used) <= 4          # .notdef and fontTools' recommended glyphs
+        for name in sorted(kept):
+            mine, theirs = RecordingPen(), RecordingPen()
+            sub.CharStrings[name].draw(mine)
+            full[name].draw(theirs)
+            assert mine.value == theirs.value, name
+
+
+def _bytecodes(subrs) -> list[bytes]:
+    return [cs.bytecode for cs in subrs]
+
+
+def test_font_subset_is_fpdf2s_but_for_the_bounding_box():
+    """_Producer embeds the subset fpdf2's own writer embeds: the same glyphs and charstrings,
+    subroutines and dictionaries, except that the CFF FontBBox is the whole font's (which holds
+    every kept glyph) rather than one recomputed from the kept glyphs; the text reads the same."""
+    from fontTools.ttLib import TTFont
+    from fpdf.output import OutputProducer
+
+    from pipeline.report import pdf as pdfmod
+
+    _requires_cid_cff_font()
+
+    class Fpdf2Fonts(pdfmod._Producer):
+        _add_fonts = OutputProducer._add_fonts
+
+    lines = ["永定河湿地修复A区 wetland P1-A", _cjk_sample(60, seed=3), "信用 credit_total 12.5 （WQ）"]
+    ours, theirs = _lines_pdf(lines), _lines_pdf(lines, Fpdf2Fonts)
+    assert _strings_drawn(ours) == _strings_drawn(theirs)
+    a, b = _embedded_cff(ours), _embedded_cff(theirs)
+    assert a.charset == b.charset
+    for name in a.charset:
+        assert a.CharStrings[name].bytecode == b.CharStrings[name].bytecode, name
+    assert _bytecodes(a.GlobalSubrs) == _bytecodes(b.GlobalSubrs)
+    for fa, fb in zip(a.FDArray, b.FDArray, strict=True):
+        assert _bytecodes(getattr(fa.Private, "Subrs", [])) == _bytecodes(getattr(fb.Private, "Subrs", []))
+        assert {k: v for k, v in fa.Private.rawDict.items() if k != "Subrs"} == \
+            {k: v for k, v in fb.Private.rawDict.items() if k != "Subrs"}
+    offsets = ("charset", "CharStrings", "FDArray", "FDSelect")
+    assert {k: v for k, v in a.rawDict.items() if k not in (*offsets, "FontBBox")} == \
+        {k: v for k, v in b.rawDict.items() if k not in (*offsets, "FontBBox")}
+    path, index = pdf_font()
+    with TTFont(str(path), fontNumber=index, lazy=True) as font:
+        assert list(a.FontBBox) == list(font["CFF "].cff.topDictIndex[0].FontBBox)
+    x0, y0, x1, y1 = a.FontBBox
+    bx0, by0, bx1, by1 = b.FontBBox              # the kept glyphs' bounds, as fpdf2 recomputed them
+    assert x0 <= bx0 and y0 <= by0 and x1 >= bx1 and y1 >= by1
+
+
+def test_same_text_same_bytes():
+    """Two documents with the same text are the same bytes (no date, no font-dependent drift)."""
+    _requires_cid_cff_font()
+    lines = ["流域生态信用评估 2024-06-01", _cjk_sample(80, seed=5)]
+    assert _lines_pdf(lines) == _lines_pdf(lines)

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pandas as pd
 from fpdf import FPDF, image_parsing
+from fpdf.fonts import TTFFont
 from fpdf.image_datastructures import RasterImageInfo
 from fpdf.output import OutputProducer
 from PIL import Image
@@ -57,12 +58,43 @@ _NO_LINE_END = set("（《「『“‘([")
 
 
 class _Producer(OutputProducer):
-    """fpdf2's file writer without a /CreationDate, so that a run gives the same bytes."""
+    """fpdf2's file writer without a /CreationDate, so that a run gives the same bytes, and
+    without the font work whose result it does not embed (see _add_fonts)."""
 
     def _add_info(self):
         info = super()._add_info()
         info.creation_date = None
         return info
+
+    def _add_fonts(self, *args, **kwargs):
+        """fpdf2's font objects, with a CID-keyed CFF font (Noto Sans CJK) subset in under half the time.
+
+        fpdf2 2.8.9 subsets such a font with fontTools, writes the whole subset OpenType file
+        (``TTFont.save``) and then embeds only its CFF table, compiled once more
+        (``/FontFile3 /CIDFontType0C``): the file it wrote is thrown away. Each compile also
+        recalculated the bounds of every kept glyph by running its charstring (the CFF
+        ``FontBBox``; the file's ``hhea``/``vhea`` extents). Here the file is not written and
+        the bounds are not recalculated (fontTools' own subsetter default,
+        ``recalc_bounds=False``): the CFF keeps the whole font's ``FontBBox``, which holds
+        every glyph, as the PDF's /FontDescriptor does. The glyphs, their outlines, codes and
+        /ToUnicode map are fpdf2's own. On the demo report (481 glyphs) this step took
+        0.75-0.85 s and takes 0.33-0.39 s, nearly all of it fontTools' subsetting.
+        """
+        for font in self.fpdf.fonts.values():
+            if _embeds_cff_only(font):
+                font.ttfont.recalcBBoxes = False
+                font.ttfont.save = _not_embedded
+        return super()._add_fonts(*args, **kwargs)
+
+
+def _embeds_cff_only(font) -> bool:
+    """Whether fpdf2 embeds only the CFF table of `font` (its test in OutputProducer._add_fonts)."""
+    return (isinstance(font, TTFFont) and not font.color_font and font.is_cff and font.is_cid_keyed
+            and "CFF " in font.ttfont)
+
+
+def _not_embedded(file, *args, **kwargs) -> None:
+    """TTFont.save for a font whose OpenType file fpdf2 does not embed: writes nothing."""
 
 
 @contextlib.contextmanager
