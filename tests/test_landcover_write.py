@@ -80,3 +80,62 @@ def test_rasters_with_different_row_chunks(tmp_path):
     for p, da in zip(paths, das):
         with rasterio.open(p) as src:
             np.testing.assert_array_equal(src.read(1), da.values)
+
+
+def test_cog_writer_groups_equal_one_by_one(tmp_path):
+    # three groups through the pipelined writer: the bytes of write_cogs_tiled called per
+    # group, the paths of each group returned in order, no temporary file left
+    das, nodatas = _rasters()
+    groups = [([das[0]], [nodatas[0]]), ([das[1], das[2]], nodatas[1:]), ([das[2]], [nodatas[2]])]
+    with LS.CogWriter() as writer:
+        for g, (d, nd) in enumerate(groups):
+            writer.write(d, [tmp_path / f"w{g}_{i}.tif" for i in range(len(d))], nd, das[0])
+        written = writer.wait()
+    assert [[p.name for p in ps] for ps in written] == [["w0_0.tif"], ["w1_0.tif", "w1_1.tif"], ["w2_0.tif"]]
+    for g, (d, nd) in enumerate(groups):
+        one = LS.write_cogs_tiled(d, [tmp_path / f"s{g}_{i}.tif" for i in range(len(d))], nd, das[0])
+        assert [p.read_bytes() for p in one] == [p.read_bytes() for p in written[g]]
+    assert not list(tmp_path.glob(".*"))
+
+
+def test_cog_writer_copy_error_is_an_output_error_and_leaves_nothing(tmp_path, monkeypatch):
+    import pytest
+
+    from pipeline.errors import OutputError
+
+    das, nodatas = _rasters()
+    real = LS._cog_copy
+
+    def failing(src, dst, block, levels):
+        if "bad" in dst.name:
+            raise OSError(28, "No space left on device")
+        real(src, dst, block, levels)
+
+    monkeypatch.setattr(LS, "_cog_copy", failing)
+    with pytest.raises(OutputError, match="bad_0.tif.*No space left"):
+        with LS.CogWriter() as writer:
+            writer.write([das[0]], [tmp_path / "good_0.tif"], [nodatas[0]], das[0])
+            writer.write([das[1]], [tmp_path / "bad_0.tif"], [nodatas[1]], das[0])
+            writer.write([das[2]], [tmp_path / "after_0.tif"], [nodatas[2]], das[0])
+            writer.wait()
+    assert not (tmp_path / "bad_0.tif").exists()
+    assert not list(tmp_path.glob(".*"))                       # parts, levels, copies: all gone
+
+
+def test_cog_writer_stage_error_waits_for_the_copy_and_cleans_up(tmp_path, monkeypatch):
+    # the rows of the second group fail while the first group's copy may still run: the
+    # error propagates, the first copy completes or is dropped, no temporary file remains
+    import pytest
+
+    das, nodatas = _rasters()
+
+    def broken(b):
+        raise RuntimeError("kernel failed")
+
+    bad = das[0].copy(data=das[0].data.map_blocks(broken, dtype=np.float32))
+    with pytest.raises(RuntimeError, match="kernel failed"):
+        with LS.CogWriter() as writer:
+            writer.write([das[1]], [tmp_path / "first.tif"], [nodatas[1]], das[0])
+            writer.write([bad], [tmp_path / "second.tif"], [np.nan], das[0])
+    assert not (tmp_path / "second.tif").exists()
+    assert not list(tmp_path.glob(".*"))

@@ -158,12 +158,16 @@ def compute_landscape_indicators(landcover_canonical: xr.DataArray, d8: xr.DataA
     out_dir.mkdir(parents=True, exist_ok=True)
     rasters, conn = landscape_rasters(landcover_canonical, d8, accumulation, streams, params, memo=memo)
     paths: dict[str, Path] = {}
-    for group in _write_groups(rasters):
-        das = [rasters[name] for name in group]
-        nodatas = [{np.dtype(np.uint8): CLASS_NODATA, np.dtype(np.int32): 0}.get(np.dtype(da.dtype), np.nan)
-                   for da in das]
-        written = write_cogs_tiled(das, [out_dir / f"{name}.tif" for name in group], nodatas, landcover_canonical)
-        for name, path in zip(group, written):
+    groups = _write_groups(rasters)
+    with CogWriter() as writer:
+        for group in groups:
+            das = [rasters[name] for name in group]
+            nodatas = [{np.dtype(np.uint8): CLASS_NODATA, np.dtype(np.int32): 0}.get(np.dtype(da.dtype), np.nan)
+                       for da in das]
+            writer.write(das, [out_dir / f"{name}.tif" for name in group], nodatas, landcover_canonical)
+        written = writer.wait()
+    for group, group_paths in zip(groups, written):
+        for name, path in zip(group, group_paths):
             paths[name] = path
             log.info("wrote %s", path)
     tab_path = out_dir / "patches.csv"
@@ -223,44 +227,123 @@ def write_cogs_tiled(das: list[xr.DataArray], paths: list[Path], nodatas: list,
     then copies; each result replaces its path with ``os.replace``. Overviews: a float
     raster's levels are averaged from each row as it is written
     (pipeline.io.rasters.OverviewLevels; GDAL would read the raster again to do it);
-    integer rasters get GDAL's nearest.
+    integer rasters get GDAL's nearest. :class:`CogWriter` does the same for several
+    groups, each group's COG copies overlapping the next group's rows.
     """
-    paths = [Path(p) for p in paths]
+    return _finish(_stage(das, paths, nodatas, grid))
+
+
+class CogWriter:
+    """Groups of rasters written as by :func:`write_cogs_tiled`, the GDAL COG copies of one
+    group in a background thread while the caller computes the next group's rows.
+
+    The copies (GDAL, without the GIL) use the CPU time the row computations leave
+    idle: reading memoised blocks, Python between dask tasks. The files are the same
+    bytes as written one group after the other (compression is per block)::
+
+        with CogWriter() as writer:
+            for das, paths, nodatas in groups:
+                writer.write(das, paths, nodatas, grid)
+            written = writer.wait()        # the paths of each group, in order
+
+    An error of a copy is raised by :meth:`wait` (or the next :meth:`write`) as the
+    OutputError it is; leaving the block on any error waits for the copy under way,
+    drops the groups not yet copied and removes their temporary files.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cog-copy")
+        self._jobs: list[tuple[object, _Staged]] = []
+
+    def write(self, das: list[xr.DataArray], paths: list[Path], nodatas: list,
+              grid: xr.DataArray | None = None) -> None:
+        for future, _ in self._jobs:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+        staged = _stage(das, paths, nodatas, grid)
+        self._jobs.append((self._pool.submit(_finish, staged), staged))
+
+    def wait(self) -> list[list[Path]]:
+        return [future.result() for future, _ in self._jobs]
+
+    def __enter__(self) -> "CogWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            for future, staged in self._jobs:
+                if future.cancel():
+                    staged.discard()
+        self._pool.shutdown(wait=True)
+
+
+class _Staged:
+    """The temporary GeoTIFFs of one group of rasters, their overview levels and final paths."""
+
+    def __init__(self, paths: list[Path], block: int) -> None:
+        pid = os.getpid()
+        self.paths = paths
+        self.block = block
+        self.parts = [p.with_name(f".{p.stem}.{pid}.part.tif") for p in paths]
+        self.cogs = [p.with_name(f".{p.stem}.{pid}.cog.tif") for p in paths]
+        self.pyramids: list[OverviewLevels | None] = []
+        self.levels: list[list[Path] | None] = [None] * len(paths)
+
+    def discard(self) -> None:
+        for p in self.parts + self.cogs:
+            p.unlink(missing_ok=True)
+        for pyr in self.pyramids:
+            if pyr is not None:
+                pyr.discard()
+
+    def error(self, exc: Exception) -> OutputError:
+        names = ", ".join(p.name for p in self.paths)
+        return OutputError(f"cannot write {names}: {exc}", path=self.paths[0],
+                           fix="check free disk space and write permission of the output folder")
+
+
+def _stage(das: list[xr.DataArray], paths: list[Path], nodatas: list,
+           grid: xr.DataArray | None) -> _Staged:
+    """Compute the rasters' rows into temporary GeoTIFFs and their float overview levels."""
     ref = grid if grid is not None else das[0]
     datas = [_row_aligned(da.data, das[0].data) for da in das]
     dtypes = [np.dtype(da.dtype) for da in das]
-    pid = os.getpid()
-    tmp_gts = [p.with_name(f".{p.stem}.{pid}.part.tif") for p in paths]
-    tmp_cogs = [p.with_name(f".{p.stem}.{pid}.cog.tif") for p in paths]
     # largest block size that still leaves room for an overview level (GDAL's COG minimum is 128)
-    block = cog_blocksize((min(datas[0].shape),) * 2)
-    pyramids: list[OverviewLevels | None] = []
+    st = _Staged([Path(p) for p in paths], cog_blocksize((min(datas[0].shape),) * 2))
     try:
         with rasterio.Env(GDAL_PAM_ENABLED="NO"):
             with contextlib.ExitStack() as stack:
                 dsts = [stack.enter_context(_open_part(t, d.shape, dt, nd, ref))
-                        for t, d, dt, nd in zip(tmp_gts, datas, dtypes, nodatas)]
-                for t, d, dt, nd in zip(tmp_gts, datas, dtypes, nodatas):
-                    pyramids.append(OverviewLevels(t.with_suffix(""), *d.shape, dt, nd, ref.rio.crs,
-                                                   ref.rio.transform(), block) if dt.kind == "f" else None)
-                _write_rows(datas, dtypes, dsts, pyramids)
-            for tmp_gt, tmp_cog, dt, pyr in zip(tmp_gts, tmp_cogs, dtypes, pyramids):
-                _cog_copy(tmp_gt, tmp_cog, block, pyr.close() if pyr is not None else None)
-        for tmp_cog, path in zip(tmp_cogs, paths):
-            os.replace(tmp_cog, path)
+                        for t, d, dt, nd in zip(st.parts, datas, dtypes, nodatas)]
+                for t, d, dt, nd in zip(st.parts, datas, dtypes, nodatas):
+                    st.pyramids.append(OverviewLevels(t.with_suffix(""), *d.shape, dt, nd, ref.rio.crs,
+                                                      ref.rio.transform(), st.block) if dt.kind == "f" else None)
+                _write_rows(datas, dtypes, dsts, st.pyramids)
+            st.levels = [pyr.close() if pyr is not None else None for pyr in st.pyramids]
     except (OSError, rasterio.errors.RasterioError) as exc:
-        for tmp_cog in tmp_cogs:
-            tmp_cog.unlink(missing_ok=True)
-        names = ", ".join(p.name for p in paths)
-        raise OutputError(f"cannot write {names}: {exc}", path=paths[0],
-                          fix="check free disk space and write permission of the output folder") from None
+        st.discard()
+        raise st.error(exc) from None
+    except BaseException:
+        st.discard()
+        raise
+    return st
+
+
+def _finish(st: _Staged) -> list[Path]:
+    """GDAL's COG copies of a staged group, each replacing its path; the temporary files go."""
+    try:
+        with rasterio.Env(GDAL_PAM_ENABLED="NO"):
+            for part, cog, levels in zip(st.parts, st.cogs, st.levels):
+                _cog_copy(part, cog, st.block, levels)
+        for cog, path in zip(st.cogs, st.paths):
+            os.replace(cog, path)
+    except (OSError, rasterio.errors.RasterioError) as exc:
+        raise st.error(exc) from None
     finally:
-        for tmp_gt in tmp_gts:
-            tmp_gt.unlink(missing_ok=True)
-        for pyr in pyramids:
-            if pyr is not None:
-                pyr.discard()
-    return paths
+        st.discard()
+    return st.paths
 
 
 def _row_aligned(data, first):
