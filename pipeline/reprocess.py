@@ -47,9 +47,9 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.config import Config, LandcoverVintage, load_config
+from pipeline.config import Config, LandcoverVintage, load_config, parse_yaml
 from pipeline.errors import ConfigError, InputDataError, OutputError, PipelineError
-from pipeline.io.scans import scan_memo
+from pipeline.io.scans import copied, scan_memo
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +213,7 @@ def _sidecar_data(c: Candidate) -> dict:
     if c.sidecar is None:
         return {}
     try:
-        data = yaml.safe_load(c.sidecar.read_text(encoding="utf-8"))
+        data = parse_yaml(c.sidecar.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise InputDataError(f"cannot read the sidecar file ({exc})", path=c.sidecar,
                              fix="write it as YAML: year: 2024, scheme: clcd, name: y2024") from None
@@ -432,7 +432,7 @@ def load_registry(store: StorePaths) -> list[dict]:
     if not store.registry.is_file():
         return []
     try:
-        data = yaml.safe_load(store.registry.read_text(encoding="utf-8")) or {}
+        data = parse_yaml(store.registry.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise InputDataError(f"the vintage registry cannot be read ({exc})", path=store.registry,
                              fix="repair the YAML (it lists the vintages reprocess added)") from None
@@ -487,6 +487,7 @@ def _copy_into_store(c: Candidate, dst: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot copy into the data store ({exc})", path=dst,
                           fix="check free disk space and permissions of the store folder") from None
+    copied(c.path, dst)
     return dst
 
 

@@ -69,7 +69,6 @@ def settle_heap() -> None:
 
 def versions() -> dict[str, str]:
     import dask
-    import numba
     import numpy
     import pyproj
     import rasterio
@@ -81,7 +80,7 @@ def versions() -> dict[str, str]:
         "pipeline": pipeline.__version__,
         "python": platform.python_version(),
         "numpy": numpy.__version__,
-        "numba": numba.__version__,
+        "numba": _version_of("numba"),      # not imported for this (0.25 s): a cached run may not need it
         "dask": dask.__version__,
         "rasterio": rasterio.__version__,
         "GDAL": rasterio.__gdal_version__,

@@ -15,6 +15,7 @@ scheme and the file, never a silent nodata.
 
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from pipeline.config import parse_yaml
 from pipeline.errors import ConfigError, InputDataError, PipelineError, ValidationFailed
 from pipeline.indicators.catalog import CLASS_CODES, CLASS_NODATA
 
@@ -220,18 +222,41 @@ def _problems_from(exc: ValidationError, path: Path) -> list[PipelineError]:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def _read_text(path: Path) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError("land-cover table not found", path=path,
                           fix=f"use one of the schemes in {LANDCOVER_DIR}: {', '.join(available_schemes())}") from None
+
+
+def _read_yaml(path: Path, text: str) -> dict:
+    """The table `text` read from `path`, parsed (pipeline.config.parse_yaml)."""
+    def slow():
+        stream = io.StringIO(text)      # read as the open file was: the error's marks name it
+        stream.name = str(path)
+        return yaml.safe_load(stream)
+
+    try:
+        data = parse_yaml(text, slow)
     except yaml.YAMLError as exc:
         raise ConfigError(f"land-cover table is not valid YAML: {exc}", path=path) from None
     if not isinstance(data, dict):
         raise ConfigError("land-cover table must be a YAML mapping", path=path)
     return data
+
+
+# Tables validated in this process, by path and text (a changed file is read anew): a run
+# loads canonical.yaml with every scheme and vintage, a reprocessing pass ~15 times.
+# The tables are never modified after loading.
+_CANONICAL: dict[tuple[Path, str], "CanonicalTable"] = {}
+_SCHEMES: dict[tuple[Path, str, int], tuple["CanonicalTable", "Scheme"]] = {}
+
+
+def _remember(memo: dict, key, value) -> None:
+    if len(memo) >= 64:
+        memo.clear()
+    memo[key] = value
 
 
 def available_schemes(directory: Path = LANDCOVER_DIR) -> list[str]:
@@ -241,7 +266,15 @@ def available_schemes(directory: Path = LANDCOVER_DIR) -> list[str]:
 
 def load_canonical(path: Path | None = None) -> CanonicalTable:
     path = Path(path) if path is not None else LANDCOVER_DIR / "canonical.yaml"
-    data = _read_yaml(path)
+    text = _read_text(path)
+    table = _CANONICAL.get((path, text))
+    if table is None:
+        table = _canonical_from(path, _read_yaml(path, text))
+        _remember(_CANONICAL, (path, text), table)
+    return table
+
+
+def _canonical_from(path: Path, data: dict) -> CanonicalTable:
     try:
         model = _CanonicalFile.model_validate(data)
     except ValidationError as exc:
@@ -255,7 +288,16 @@ def load_scheme(name_or_path: str | Path, canonical: CanonicalTable | None = Non
     p = Path(name_or_path)
     path = p if (p.suffix in (".yaml", ".yml") or p.exists()) else LANDCOVER_DIR / f"{p.name}.yaml"
     canonical = canonical or load_canonical()
-    data = _read_yaml(path)
+    text = _read_text(path)
+    known = _SCHEMES.get((path, text, id(canonical)))
+    if known is not None and known[0] is canonical:
+        return known[1]
+    scheme = _scheme_from(path, _read_yaml(path, text), canonical)
+    _remember(_SCHEMES, (path, text, id(canonical)), (canonical, scheme))
+    return scheme
+
+
+def _scheme_from(path: Path, data: dict, canonical: CanonicalTable) -> Scheme:
     try:
         model = _SchemeFile.model_validate(data)
     except ValidationError as exc:

@@ -44,3 +44,17 @@ def scanned(what: str, path: Path, params: tuple, read: Callable[[], object]):
     if key not in _SCANS:
         _SCANS[key] = read()        # an error is raised, not kept: the next check reads again
     return _SCANS[key]
+
+
+def copied(src: Path, dst: Path) -> None:
+    """Within a :func:`scan_memo` block, `dst` (a copy of `src` just made, modification time
+    kept: ``shutil.copy2``) gives what `src` gave: a new vintage registered into the data store
+    is not read again by the assessment of the same pass (0.03-0.15 s per land cover)."""
+    if _SCANS is None:
+        return
+    s, d = os.stat(src), os.stat(dst)
+    if (s.st_size, s.st_mtime_ns) != (d.st_size, d.st_mtime_ns):
+        return
+    same = (s.st_dev, s.st_ino, s.st_size, s.st_mtime_ns)
+    for key in [k for k in _SCANS if k[1:5] == same]:
+        _SCANS[(key[0], d.st_dev, d.st_ino) + key[3:]] = _SCANS[key]

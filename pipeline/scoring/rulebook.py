@@ -20,6 +20,7 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
                       model_validator)
 
+from pipeline.config import parse_yaml
 from pipeline.errors import ConfigError, ValidationFailed
 from pipeline.indicators.catalog import BY_NAME
 
@@ -485,6 +486,12 @@ def _raise_all(problems: list[ConfigError]) -> None:
 
 def from_dict(data: Any, path: str | Path = "<dict>") -> Rulebook:
     """Validate a parsed scoring.yaml; raise ConfigError/ValidationFailed naming every problem."""
+    book = _validated(data, path)
+    _log_loaded(book, path)
+    return book
+
+
+def _validated(data: Any, path: str | Path) -> Rulebook:
     if not isinstance(data, dict):
         raise ConfigError("the scoring rulebook must be a YAML mapping", path=str(path),
                           fix="start from configs/scoring.yaml")
@@ -510,9 +517,18 @@ def from_dict(data: Any, path: str | Path = "<dict>") -> Rulebook:
     _raise_all([ConfigError(msg, path=str(path), field=field,
                             fix="make the sections agree; docs/scoring.md explains each check")
                 for field, msg in book.cross_problems()])
+    return book
+
+
+def _log_loaded(book: Rulebook, path: str | Path) -> None:
     log.debug("scoring rulebook %s: %d rules, %d parameters", path, len(book.rules),
               len(book.parameters))
-    return book
+
+
+# Rulebooks validated in this process, by path and text (a changed file is read anew): a run
+# loads the rulebook to check the inputs and again for its steps, a reprocessing pass three
+# times. A Rulebook is frozen.
+_LOADED: dict[tuple[Path, str], Rulebook] = {}
 
 
 def load_rulebook(path: str | Path | None = None) -> Rulebook:
@@ -523,11 +539,18 @@ def load_rulebook(path: str | Path | None = None) -> Rulebook:
     except OSError as exc:
         raise ConfigError(f"cannot read the scoring rulebook: {exc.strerror}", path=str(p),
                           fix="check the path; the default is configs/scoring.yaml") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=str(p),
-                          fix="fix the YAML syntax (indentation, quotes around '>=' ops)") from None
-    return from_dict(data, p)
+    book = _LOADED.get((p, text))
+    if book is None:
+        try:
+            data = parse_yaml(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"not valid YAML{where}: {getattr(exc, 'problem', exc)}", path=str(p),
+                              fix="fix the YAML syntax (indentation, quotes around '>=' ops)") from None
+        book = _validated(data, p)
+        if len(_LOADED) >= 16:
+            _LOADED.clear()
+        _LOADED[(p, text)] = book
+    _log_loaded(book, p)
+    return book
