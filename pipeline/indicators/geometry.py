@@ -22,15 +22,16 @@ Definitions used (documented choices where the method leaves room):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
 
-import geopandas as gpd
 import numpy as np
 import shapely
 from affine import Affine
 from exactextract import exact_extract
+from exactextract.feature import Feature, FeatureSource
 from exactextract.raster import RasterSource
 from rasterio import features as rio_features
 
@@ -66,6 +67,12 @@ class Grid:
             raise InputDataError(
                 f"site indicators need a projected CRS in metres, got {c.name}",
                 field="grid.crs", fix="set the basin's analysis CRS to a projected (metre) CRS")
+
+    @functools.cached_property
+    def crs_wkt(self) -> str:
+        """The CRS as WKT (made once per grid: pyproj takes milliseconds for it)."""
+        from pyproj import CRS
+        return CRS.from_user_input(self.crs).to_wkt()
 
     @property
     def dx(self) -> float:
@@ -155,10 +162,7 @@ class _GridCells(RasterSource):
     def __init__(self, grid: Grid):
         super().__init__()
         self._grid = grid
-        self._wkt = None
-        if grid.crs is not None:
-            from pyproj import CRS
-            self._wkt = CRS.from_user_input(grid.crs).to_wkt()
+        self._wkt = grid.crs_wkt if grid.crs is not None else None
 
     def res(self):
         return (self._grid.dx, self._grid.dy)
@@ -176,6 +180,47 @@ class _GridCells(RasterSource):
         return np.zeros((ny, nx), dtype=np.float32)
 
 
+class _WkbFeature(Feature):
+    """One polygon handed to exactextract as WKB with a single integer field."""
+
+    def __init__(self, wkb: bytes, key: int):
+        super().__init__()
+        self._wkb, self._key = wkb, key
+
+    def geometry(self):
+        return self._wkb
+
+    def set_geometry_format(self):
+        return "wkb"
+
+    def get(self, name):
+        return self._key
+
+    def fields(self):
+        return ["k_"]
+
+
+class _WkbSource(FeatureSource):
+    """Polygons for exactextract as WKB: the same coordinates as the GeoJSON a
+    GeoDataFrame would hand over (both are exact), without building it."""
+
+    def __init__(self, geoms: np.ndarray, keys: np.ndarray, wkt: str | None):
+        super().__init__()
+        self._wkb = shapely.to_wkb(geoms)
+        self._keys = [int(k) for k in keys]
+        self._wkt = wkt
+
+    def count(self):
+        return len(self._keys)
+
+    def __iter__(self):
+        for wkb, k in zip(self._wkb, self._keys):
+            yield _WkbFeature(bytes(wkb), k)
+
+    def srs_wkt(self):
+        return self._wkt
+
+
 def polygon_cells(geoms, grid) -> list[tuple[np.ndarray, np.ndarray]]:
     """Cells and exact coverage fractions of each polygon on the grid.
 
@@ -186,13 +231,13 @@ def polygon_cells(geoms, grid) -> list[tuple[np.ndarray, np.ndarray]]:
     geoms = np.asarray(geoms, dtype=object)
     out: list[tuple[np.ndarray, np.ndarray]] = [
         (np.empty(0, np.int64), np.empty(0, np.float64)) for _ in range(len(geoms))]
-    ok = np.array([g is not None and not shapely.is_empty(g) and shapely.area(g) > 0
-                   for g in geoms], dtype=bool)
+    ok = ~shapely.is_missing(geoms)
+    ok[ok] = ~shapely.is_empty(geoms[ok]) & (shapely.area(geoms[ok]) > 0)
     if not ok.any():
         return out
     keys = np.flatnonzero(ok)
-    gdf = gpd.GeoDataFrame({"k_": keys}, geometry=list(geoms[ok]), crs=grid.crs)
-    res = exact_extract(_GridCells(grid), gdf, ["cell_id", "coverage"],
+    src = _WkbSource(geoms[ok], keys, grid.crs_wkt if grid.crs is not None else None)
+    res = exact_extract(_GridCells(grid), src, ["cell_id", "coverage"],
                         include_cols=["k_"], output="pandas")
     for k, ids, cov in zip(res["k_"].to_numpy(), res["cell_id"], res["coverage"]):
         ids = np.asarray(ids, dtype=np.int64)
@@ -278,11 +323,31 @@ def path_line(idxs: np.ndarray, cum_m: np.ndarray, grid, max_len_m: float):
         return shapely.Point(x[0], y[0])
     line = shapely.LineString(np.column_stack([x, y]))
     if cum_m[-1] > max_len_m:
-        from shapely.ops import substring
-        line = substring(line, 0.0, max_len_m)
+        line = _line_head(line, x, y, float(max_len_m))
     # drop the vertices in the middle of straight runs (tolerance 0: exactly
     # collinear only) - the same line, far cheaper to buffer
     return shapely.simplify(line, 0.0, preserve_topology=False)
+
+
+def _line_head(line, x: np.ndarray, y: np.ndarray, length: float):
+    """``shapely.ops.substring(line, 0, length)`` of the line through (x, y), the same
+    coordinates computed the same way (its walk along the vertices, its GEOS end
+    points) without its per-vertex Python objects."""
+    from shapely.ops import substring
+    if not length > 0 or length >= line.length:
+        return substring(line, 0.0, length)
+    ends = shapely.get_coordinates(shapely.line_interpolate_point(line, np.array([0.0, length])))
+    xs, ys = x.tolist(), y.tolist()
+    cd = 0.0
+    keep = 0                      # vertices 1..keep-1 lie strictly inside (0, length)
+    for i in range(len(xs) - 1):
+        if 0 < cd < length:
+            keep = i + 1
+        elif cd >= length:
+            break
+        cd += ((xs[i + 1] - xs[i]) ** 2 + (ys[i + 1] - ys[i]) ** 2) ** 0.5
+    inner = np.column_stack([x[1:keep], y[1:keep]]) if keep > 1 else np.empty((0, 2))
+    return shapely.LineString(np.vstack([ends[:1], inner, ends[1:]]))
 
 
 def path_buffers(paths: list[tuple[np.ndarray, np.ndarray]], grid, *, buffer_m: float,

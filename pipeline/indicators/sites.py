@@ -114,7 +114,6 @@ import rasterio
 import rasterio.errors
 import shapely
 from rasterio.windows import Window
-from scipy import ndimage
 
 from pipeline.errors import InputDataError
 from pipeline.indicators.catalog import CLASS_CODES, CLASS_NODATA, INDICATORS, NAMES
@@ -232,7 +231,8 @@ class ClassLookup:
                                  field="attrs", fix="pass a dict keyed by canonical code")
         return {k: {cls._ALIASES.get(n, n): v for n, v in a.items()} for k, a in attrs.items()}
 
-    def check_raster(self, arr: np.ndarray, name: str) -> None:
+    def check_raster(self, arr: np.ndarray, name: str) -> np.ndarray:
+        """Refuse codes the table does not describe; returns the 256 counts of ``arr``."""
         counts = (ksites.histogram_u8(np.ascontiguousarray(arr)) if arr.dtype == np.uint8
                   else np.bincount(arr.ravel(), minlength=256))
         present = np.flatnonzero(counts)
@@ -241,6 +241,7 @@ class ClassLookup:
             raise InputDataError(f"land-cover raster {name} holds class codes {bad} "
                                  "that the attribute table does not describe",
                                  field=name, fix="map the product to canonical codes 1..9 (255 nodata)")
+        return counts
 
 
 def resolve_params(params: Mapping | None) -> dict:
@@ -529,7 +530,7 @@ class _DemPart:
 
     def __init__(self, sites_geom, area_m2, cov_s, grid: Grid, dem_stats, canon_stack: np.ndarray,
                  lut: ClassLookup, layers, p, files: ExitStack, assets_from_classes: bool = True,
-                 where="dem_stats"):
+                 where="dem_stats", present: np.ndarray | None = None):
         n = len(sites_geom)
         self.where = where
         d8_src = _source(dem_stats, "d8", grid, where, files)
@@ -609,7 +610,7 @@ class _DemPart:
 
         # CB = the upstream areas of the lowest seeds (disjoint, every seed inside)
         # minus the seeds; each area is walked once for all sites and vintages
-        cb_n, self.cb_counts = self._cb_counts(d8, canon_stack, lowest, lowest_acc)
+        cb_n, self.cb_counts = self._cb_counts(d8, canon_stack, lowest, lowest_acc, present)
         for i in range(n):
             n_cb = cb_n[i]
             ind["cb_area_ha"][i] = n_cb * cell_ha
@@ -654,18 +655,20 @@ class _DemPart:
                         self.assets20[k, i] = (bool(np.any(canon[i20] == built)) if i20.size else math.nan)
         self.ind = ind
 
-    def _cb_counts(self, d8: np.ndarray, canon_stack: np.ndarray, lowest: list, lowest_acc: list):
+    def _cb_counts(self, d8: np.ndarray, canon_stack: np.ndarray, lowest: list, lowest_acc: list,
+                   present: np.ndarray | None = None):
         """Per site, the number of CB cells and the (n_vintages, 256) class counts over CB.
 
         The upstream area of every lowest seed of every site is measured once
         (``kernels.sites.upstream_totals``, upstream seeds first, so an area nested in
         another is walked once); a site's CB is the sum over its lowest seeds less
-        its seeds.
+        its seeds. ``present``: the codes found in ``canon_stack`` if already counted.
         """
         nv = canon_stack.shape[0]
-        present = np.zeros(256, dtype=bool)
-        for k in range(nv):
-            present |= ksites.histogram_u8(canon_stack[k]) > 0
+        if present is None:
+            present = np.zeros(256, dtype=bool)
+            for k in range(nv):
+                present |= ksites.histogram_u8(canon_stack[k]) > 0
         codes = np.flatnonzero(present)
         binlut = np.zeros(256, dtype=np.int64)
         binlut[codes] = np.arange(codes.size)
@@ -841,16 +844,15 @@ def _landcover_part(i, k, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov
         in_s = np.zeros(wshape, dtype=bool).ravel()
         in_s[local(ids)] = True
         in_ring, in_s = in_ring.reshape(wshape), in_s.reshape(wshape)
-        eight = np.ones((3, 3), dtype=bool)
         passable = (in_ring & (lut.valid[win_cls] & ~lut.high[win_cls])) | in_s
-        lab, _ = ndimage.label(passable, structure=eight)
+        lab, _ = ksites.label_8(passable)
         src = np.unique(lab[in_s])
         src = src[src > 0]
         connected = np.isin(lab, src).ravel()[local(rids)]
         out["ring_accessible_pct"] = (100.0 * float((rw * lut.access_w[rcls] * connected).sum() / rtot)
                                       if rtot > 0 else math.nan)
         und = in_ring & lut.undisturbed[win_cls]
-        _, n_und = ndimage.label(und, structure=eight)
+        _, n_und = ksites.label_8(und)
         out["ring_undisturbed_patches"] = int(n_und) if rtot > 0 else math.nan
     else:
         out["ring_accessible_pct"] = math.nan
@@ -896,6 +898,8 @@ def _window_distance(stream: _Source, ids: np.ndarray, grid: Grid, reach_m: floa
     pc = int(math.ceil(reach_m / grid.dx)) + 1
     r0, r1 = max(0, int(rows.min()) - pr), min(grid.shape[0], int(rows.max()) + pr + 1)
     c0, c1 = max(0, int(cols.min()) - pc), min(grid.shape[1], int(cols.max()) + pc + 1)
+    from scipy import ndimage     # only here: its import costs ~0.1 s a process
+
     win = stream.window(r0, r1, c0, c1).astype(bool)
     d = ndimage.distance_transform_edt(~win, sampling=(grid.dy, grid.dx))
     return d[rows - r0, cols - c0]
@@ -1032,6 +1036,7 @@ def site_indicators(sites: gpd.GeoDataFrame, grid, dem_stats: Mapping, landcover
     with ExitStack() as files, rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_BYTES):
         for ds, dwhere, vintages in groups.values():
             canon_stack = np.empty((len(vintages), *grid.shape), dtype=np.uint8)
+            present = np.zeros(256, dtype=bool)     # the codes in any of the group's rasters
             works = []
             for k, vintage in enumerate(vintages):
                 lc = landcover[vintage]
@@ -1041,7 +1046,7 @@ def site_indicators(sites: gpd.GeoDataFrame, grid, dem_stats: Mapping, landcover
                     raise InputDataError(f"{where}.canonical must be uint8 canonical codes, got "
                                          f"{canonical.dtype}", field=f"{where}.canonical")
                 canonical.read_into(canon_stack[k])
-                lut.check_raster(canon_stack[k], f"{where}.canonical")
+                present |= lut.check_raster(canon_stack[k], f"{where}.canonical") > 0
                 work = {"_canonical": canon_stack[k], "_where": where}
                 pid = _source(lc, "patch_id", grid, where, files, required=False)
                 if pid is not None:
@@ -1058,7 +1063,7 @@ def site_indicators(sites: gpd.GeoDataFrame, grid, dem_stats: Mapping, landcover
                                                           required=False))
                 works.append(work)
             dem = _DemPart(sgeom, area_m2, cov_s, grid, ds, canon_stack, lut, layers, p, files,
-                           assets_from_classes=flood_assets is None, where=dwhere)
+                           assets_from_classes=flood_assets is None, where=dwhere, present=present)
             for k, vintage in enumerate(vintages):
                 lc = landcover[vintage]
                 year = lc.get("year")
