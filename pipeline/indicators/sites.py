@@ -122,6 +122,7 @@ from pipeline.indicators.geometry import (
     site_cells, site_zones,
 )
 from pipeline.kernels import sites as ksites
+from pipeline.kernels.patches import label_block
 
 log = logging.getLogger(__name__)
 
@@ -845,14 +846,14 @@ def _landcover_part(i, k, lc, lut: ClassLookup, grid: Grid, cov_s, cov_near, cov
         in_s[local(ids)] = True
         in_ring, in_s = in_ring.reshape(wshape), in_s.reshape(wshape)
         passable = (in_ring & (lut.valid[win_cls] & ~lut.high[win_cls])) | in_s
-        lab, _ = ksites.label_8(passable)
+        lab, _ = label_block(passable)
         src = np.unique(lab[in_s])
         src = src[src > 0]
         connected = np.isin(lab, src).ravel()[local(rids)]
         out["ring_accessible_pct"] = (100.0 * float((rw * lut.access_w[rcls] * connected).sum() / rtot)
                                       if rtot > 0 else math.nan)
         und = in_ring & lut.undisturbed[win_cls]
-        _, n_und = ksites.label_8(und)
+        _, n_und = label_block(und)
         out["ring_undisturbed_patches"] = int(n_und) if rtot > 0 else math.nan
     else:
         out["ring_accessible_pct"] = math.nan

@@ -326,33 +326,3 @@ def histogram_u8(values):
         counts[flat[i]] += 1
     return counts
 
-
-@njit(cache=True, nogil=True)
-def label_8(mask):
-    """8-connected components of a 2-D bool mask (what ``scipy.ndimage.label`` with a
-    3 x 3 structure gives): (labels int32, 0 outside the mask and 1..n in the row-major
-    order of each component's first cell, n)."""
-    nrows, ncols = mask.shape
-    labels = np.zeros((nrows, ncols), dtype=np.int32)
-    stack = np.empty(max(16, nrows * ncols), dtype=np.int64)
-    n = 0
-    for r0 in range(nrows):
-        for c0 in range(ncols):
-            if not mask[r0, c0] or labels[r0, c0] != 0:
-                continue
-            n += 1
-            labels[r0, c0] = n
-            stack[0] = r0 * ncols + c0
-            top = 1
-            while top > 0:
-                top -= 1
-                cur = stack[top]
-                r = cur // ncols
-                c = cur - r * ncols
-                for rr in range(max(0, r - 1), min(nrows, r + 2)):
-                    for cc in range(max(0, c - 1), min(ncols, c + 2)):
-                        if mask[rr, cc] and labels[rr, cc] == 0:
-                            labels[rr, cc] = n
-                            stack[top] = rr * ncols + cc
-                            top += 1
-    return labels, n
