@@ -164,6 +164,30 @@ def test_label_kernel_parent_growth_worst_case():
     assert n == 25 and lab[8, 8] == 25
 
 
+def test_label_kernel_by_hand():
+    # two diagonal cells touch (8-connected): one component; the lone cell at the
+    # right is a second, numbered after the first in row-major order
+    m = np.array([[1, 0, 0, 0],
+                  [0, 1, 0, 1],
+                  [0, 0, 0, 0]], dtype=bool)
+    lab, n = kpatch.label_block(m)
+    assert n == 2
+    assert lab.tolist() == [[1, 0, 0, 0], [0, 1, 0, 2], [0, 0, 0, 0]]
+    assert kpatch.label_block(np.zeros((3, 5), dtype=bool))[1] == 0
+    assert kpatch.label_block(np.zeros((0, 4), dtype=bool))[1] == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 40),
+       p=st.floats(0.05, 0.95))
+def test_label_kernel_equals_ndimage_label(seed, rows, cols, p):
+    m = np.random.default_rng(seed).random((rows, cols)) < p
+    got, n = kpatch.label_block(m)
+    want, nw = ndi.label(m, structure=np.ones((3, 3), dtype=bool))
+    assert n == nw
+    np.testing.assert_array_equal(got, want)
+
+
 # --------------------------------------------------------------------------- disk shares
 def test_disk_hand_worked():
     # radius 30 m on 30 m cells: the footprint is the cross (centre + 4 neighbours).

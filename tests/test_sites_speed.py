@@ -1,7 +1,8 @@
 """The cheaper paths of the site indicators give what the code they replace gave:
-the patch labelling kernel (pipeline.kernels.patches.label_block) equals scipy.ndimage.label, the PATH head equals
-shapely.ops.substring vertex for vertex, and polygon cells handed to exactextract
-as WKB equal those handed over as a GeoDataFrame. No test here times anything."""
+the PATH head equals shapely.ops.substring vertex for vertex, and polygon cells
+handed to exactextract as WKB equal those handed over as a GeoDataFrame (the RING1K
+components come from pipeline.kernels.patches.label_block, tested in
+test_landcover.py). No test here times anything."""
 
 from __future__ import annotations
 
@@ -11,39 +12,11 @@ import pytest
 import shapely
 from affine import Affine
 from exactextract import exact_extract
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy import ndimage
 from shapely.ops import substring
 
 from pipeline.indicators import geometry as G
-from pipeline.kernels.patches import label_block
 
 GRID = G.as_grid((Affine(30, 0, 500000, 0, -30, 4000000), "EPSG:32650", (60, 70)))
-
-
-def test_label_block_by_hand():
-    # two diagonal cells touch (8-connected): one component; the lone cell at the
-    # right is a second, numbered after the first in row-major order
-    m = np.array([[1, 0, 0, 0],
-                  [0, 1, 0, 1],
-                  [0, 0, 0, 0]], dtype=bool)
-    lab, n = label_block(m)
-    assert n == 2
-    assert lab.tolist() == [[1, 0, 0, 0], [0, 1, 0, 2], [0, 0, 0, 0]]
-    assert label_block(np.zeros((3, 5), dtype=bool))[1] == 0
-    assert label_block(np.zeros((0, 4), dtype=bool))[1] == 0
-
-
-@settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), rows=st.integers(1, 40), cols=st.integers(1, 40),
-       p=st.floats(0.05, 0.95))
-def test_label_block_equals_ndimage_label(seed, rows, cols, p):
-    m = np.random.default_rng(seed).random((rows, cols)) < p
-    got, n = label_block(m)
-    want, nw = ndimage.label(m, structure=np.ones((3, 3), dtype=bool))
-    assert n == nw
-    np.testing.assert_array_equal(got, want)
 
 
 def _staircase(seed, n=400):
