@@ -23,6 +23,7 @@ import pyflwdir
 import pyogrio
 import pytest
 import rasterio
+import shapely
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -411,36 +412,38 @@ def test_dem_drains_to_outlet(basin):
 
 
 @pytest.mark.parametrize("basin", BASINS)
-@settings(max_examples=60, deadline=None)
-@given(a=st.floats(0.0, 1.0), b=st.floats(0.0, 1.0))
-def test_channel_never_rises_downstream(basin, a, b):
-    """Along the carved river (downstream of Guanting dam for Yongding), the DEM at the
-    cell holding the line never rises downstream: drainage follows the river."""
+def test_channel_never_rises_downstream(basin):
+    """Along the carved river (downstream of Guanting dam for Yongding), the DEM never rises
+    downstream in any cell the river line runs through for at least a third of a cell.
+
+    Every metre of the line is checked.  Cells the line only clips at a corner (< 10 m of it)
+    are left out: where the carved 8-connected channel takes a diagonal step, the straight
+    line cuts the corner of a bank cell, which is meant to stand above the channel."""
     d = need(basin)
-    cache = _CACHE.setdefault("channel", {})
-    if basin not in cache:
-        dem, prof, _ = read(d / "dem.tif")
-        streams = gpd.read_file(d / "context.gpkg", layer="streams").to_crs(ALBERS)
-        if basin == "yongding":
-            line = streams[streams.name == "Yongding"].geometry.iloc[0]
-        else:
-            line = streams[streams.name.str.startswith("Wei")].geometry.iloc[0]
-        cache[basin] = (dem, prof["transform"], line)
-    dem, t, line = cache[basin]
-    s1, s2 = sorted((a, b))
-
-    def z(frac):
-        p = line.interpolate(frac, normalized=True)
-        r, c = int((t.f - p.y) // 30), int((p.x - t.c) // 30)
-        if not (0 <= r < dem.shape[0] and 0 <= c < dem.shape[1]):
-            return None
-        return float(dem[r, c])
-
-    z1, z2 = z(s1), z(s2)
-    if z1 is None or z2 is None:
-        return
-    # 0.15 m slack: the carved line and the shipped line may pick neighbouring cells at a bend
-    assert z2 <= z1 + 0.15, (s1, s2, z1, z2)
+    dem, prof, _ = read(d / "dem.tif")
+    t = prof["transform"]
+    streams = gpd.read_file(d / "context.gpkg", layer="streams").to_crs(ALBERS)
+    if basin == "yongding":
+        line = streams[streams.name == "Yongding"].geometry.iloc[0]
+    else:
+        line = streams[streams.name.str.startswith("Wei")].geometry.iloc[0]
+    along = np.arange(0.0, line.length, 1.0)
+    xy = shapely.get_coordinates(shapely.line_interpolate_point(line, along))
+    r = ((t.f - xy[:, 1]) // 30).astype(int)
+    c = ((xy[:, 0] - t.c) // 30).astype(int)
+    inside = (r >= 0) & (r < dem.shape[0]) & (c >= 0) & (c < dem.shape[1])
+    r, c, along = r[inside], c[inside], along[inside]
+    assert len(r) > 0.9 * line.length, "river line mostly outside the DEM"
+    first = np.r_[True, (r[1:] != r[:-1]) | (c[1:] != c[:-1])]   # first sample in each visited cell
+    starts = np.flatnonzero(first)
+    metres = np.diff(np.r_[starts, len(r)])
+    held = starts[metres >= 10]
+    assert len(held) > 0.8 * len(starts), (len(held), len(starts))
+    z = dem[r[held], c[held]].astype("float64")
+    rise = z - np.minimum.accumulate(z)
+    worst = int(np.argmax(rise))
+    assert rise[worst] <= 1e-3, (f"DEM rises {rise[worst]:.2f} m at {along[held[worst]]:.0f} m along the river "
+                                 f"(row {r[held[worst]]}, col {c[held[worst]]})")
 
 
 # ----------------------------------------------------------------------------- configs
