@@ -87,6 +87,27 @@ def test_two_processes_asked_for_with_one_cpu(drawn, tmp_path, monkeypatch):
     assert _bytes(got) == _bytes(ref) and not figures._HELPER
 
 
+@pytest.mark.parametrize("error", [BrokenPipeError(32, "Broken pipe"), OSError(24, "Too many open files")])
+def test_a_figure_process_that_cannot_start_draws_here(drawn, tmp_path, monkeypatch, caplog, error):
+    """Creating the second process fails (its resource tracker died at start: a broken pipe
+    when the pool's lock is registered; no file handles left): a warning, the other work
+    and every figure here, the serial PNGs, no process left behind."""
+    import concurrent.futures
+    import logging
+
+    def fail(*a, **k):
+        raise error
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", fail)
+    order: list[str] = []
+    with caplog.at_level(logging.WARNING, logger="pipeline.report.figures"):
+        got = figures.make_figures(drawn[0], tmp_path / "here", workers=2,
+                                   meanwhile=lambda: order.append("meanwhile"))
+    assert _bytes(got) == _bytes(drawn[2]) and not figures._HELPER
+    assert order == ["meanwhile"]
+    assert "cannot start a second figure process" in caplog.text and type(error).__name__ in caplog.text
+
+
 def test_other_work_runs_while_the_figure_process_draws(drawn, tmp_path):
     """`meanwhile` runs once in this process after the other process has its figures: a
     figure drawn there appears while it runs (it waits for one); then every figure is

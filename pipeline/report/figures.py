@@ -694,10 +694,21 @@ def start_helper(force: bool = False) -> bool:
         return False
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_warm_up)
-    pool.submit(_ready)            # the process starts now, not at the first figure
+    pool = None
+    try:
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_warm_up)
+        pool.submit(_ready)        # the process starts now, not at the first figure
+    except (OSError, BrokenProcessPool) as exc:
+        # e.g. multiprocessing's resource tracker (a spawned process) died at its start: its
+        # pipe is broken when the pool's first lock is registered
+        log.warning("cannot start a second figure process (%s: %s); figures are drawn in this process",
+                    type(exc).__name__, exc)
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        return False
     _HELPER.append(pool)
     return True
 
@@ -771,7 +782,12 @@ def _draw_parallel(run: RunOutputs, todo: list, meanwhile: Callable[[], object] 
     import tempfile
     from concurrent.futures.process import BrokenProcessPool
 
-    start_helper(force=True)      # workers=2 asked for explicitly runs with one CPU too
+    if not start_helper(force=True):   # workers=2 asked for explicitly runs with one CPU too
+        if meanwhile is not None:
+            meanwhile()
+        for key, draw, path, fkey in todo:
+            _draw_to(run, draw, path, fkey)
+        return
     pool = _HELPER[0]
     lost, why, unsent = [], None, 0
     with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
