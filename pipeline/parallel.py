@@ -36,16 +36,32 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def connect_timeout() -> str:
+    """How long to keep trying to reach a scheduler: ``ECOCREDIT_SCHEDULER_TIMEOUT``
+    (a dask duration, e.g. ``60s`` or ``2min``; default ``20s``)."""
+    from dask.utils import parse_timedelta
+
+    value = os.environ.get("ECOCREDIT_SCHEDULER_TIMEOUT", "").strip() or "20s"
+    try:
+        if parse_timedelta(value) <= 0:
+            raise ValueError
+    except (ValueError, TypeError, KeyError):
+        raise ConfigError(f"ECOCREDIT_SCHEDULER_TIMEOUT must be a positive duration, got {value!r}",
+                          field="ECOCREDIT_SCHEDULER_TIMEOUT", fix="use e.g. 20s, 90s or 2min") from None
+    return value
+
+
 @contextmanager
 def dask_scheduler(address: str | None = None, workers: int | None = None):
     """Run the enclosed dask work on `address` (a distributed scheduler) or locally."""
     if address:
         from distributed import Client
 
+        timeout = connect_timeout()
         try:
-            client = Client(address, timeout="20s", set_as_default=True)
+            client = Client(address, timeout=timeout, set_as_default=True)
         except (OSError, TimeoutError) as exc:
-            raise ConfigError(f"cannot reach the dask scheduler at {address} ({exc})",
+            raise ConfigError(f"cannot reach the dask scheduler at {address} within {timeout} ({exc})",
                               field="--scheduler",
                               fix="start it with `dask scheduler` and workers with "
                                   "`dask worker ADDRESS`, or omit --scheduler to run locally") from None

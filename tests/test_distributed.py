@@ -102,9 +102,21 @@ def test_assess_on_a_distributed_cluster_equals_local(cluster, tmp_path):
 def test_unreachable_scheduler_is_a_clear_error(tmp_path):
     res = run_cli("validate", str(CONFIG))
     assert res.returncode == 0
+    # the connection is retried for ECOCREDIT_SCHEDULER_TIMEOUT (default 20 s; 2 s here)
     res = run_cli("assess", str(CONFIG), "--out", str(tmp_path / "out"),
-                  "--scheduler", f"tcp://127.0.0.1:{_free_port()}")
+                  "--scheduler", f"tcp://127.0.0.1:{_free_port()}", env={"ECOCREDIT_SCHEDULER_TIMEOUT": "2s"})
     assert res.returncode == 1
-    assert "cannot reach the dask scheduler" in res.stderr and "how to fix" in res.stderr
+    assert "cannot reach the dask scheduler" in res.stderr and "within 2s" in res.stderr
+    assert "how to fix" in res.stderr
+    assert "traceback" not in res.stderr.lower()
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value", ["soon", "0s"])
+def test_bad_scheduler_timeout_is_a_clear_error(tmp_path, value):
+    res = run_cli("assess", str(CONFIG), "--out", str(tmp_path / "out"),
+                  "--scheduler", f"tcp://127.0.0.1:{_free_port()}", env={"ECOCREDIT_SCHEDULER_TIMEOUT": value})
+    assert res.returncode == 1
+    assert "ECOCREDIT_SCHEDULER_TIMEOUT" in res.stderr and "positive duration" in res.stderr
     assert "traceback" not in res.stderr.lower()
     assert not (tmp_path / "out").exists()
