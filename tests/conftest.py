@@ -6,6 +6,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# property tests draw new examples on every run (a developer's runs keep exploring);
+# HYPOTHESIS_PROFILE=ci (.ci/run) draws the same examples every time, so a CI result is
+# reproduced by running the same command, and a red CI run is a change, not a draw
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("HYPOTHESIS_PROFILE"):
+    settings.load_profile(os.environ["HYPOTHESIS_PROFILE"])
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
