@@ -64,6 +64,7 @@ import pandas as pd
 
 from pipeline.config import REPO_ROOT
 from pipeline.errors import OutputError
+from pipeline.io import durable
 from pipeline.runlog import sha256
 
 log = logging.getLogger(__name__)
@@ -211,8 +212,7 @@ class HashMemo:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps(self.memo, indent=0, sort_keys=True), encoding="utf-8")
-        os.replace(tmp, self.path)
+        durable.write_text(self.path, json.dumps(self.memo, indent=0, sort_keys=True), tmp=tmp)
         self.dirty = False
 
 
@@ -268,12 +268,14 @@ class StepCache:
                 _link_or_copy(Path(src), tmp / name)
             (tmp / "meta.json").write_text(json.dumps(dict(meta, key=key, step=step), indent=1,
                                                       sort_keys=True, default=str), encoding="utf-8")
+            durable.sync_tree(tmp)        # the entry's files on the disk before its name appears
             try:
                 os.rename(tmp, final)
             except OSError:
                 if not final.exists():
                     raise
                 shutil.rmtree(tmp, ignore_errors=True)  # another run stored the same entry
+            durable.fsync_path(final.parent)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise OutputError(f"cannot write the cache entry {step}/{key[:12]} ({exc})", path=final,
@@ -492,8 +494,7 @@ class StepCache:
         runs = (runs + [{"time": _now(), "used": sorted(self.used)}])[-keep_runs:]
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".runs.{os.getpid()}.json")
-        tmp.write_text(json.dumps({"runs": runs}, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
+        durable.write_text(path, json.dumps({"runs": runs}, indent=1), tmp=tmp)
         keep = {u for r in runs for u in r["used"]}
         n = 0
         freed = 0

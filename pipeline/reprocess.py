@@ -49,6 +49,7 @@ import yaml
 
 from pipeline.config import Config, LandcoverVintage, load_config, parse_yaml
 from pipeline.errors import ConfigError, InputDataError, OutputError, PipelineError
+from pipeline.io import durable
 from pipeline.io.scans import copied, scan_memo
 
 log = logging.getLogger(__name__)
@@ -482,7 +483,7 @@ def _copy_into_store(c: Candidate, dst: Path) -> Path:
     tmp = dst.with_name(f".{dst.name}.tmp-{os.getpid()}")
     try:
         shutil.copy2(c.path, tmp)
-        os.replace(tmp, dst)
+        durable.replace(tmp, dst)    # on the disk before the inbox copy is removed
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot copy into the data store ({exc})", path=dst,
@@ -686,6 +687,4 @@ def reprocess(config_path: Path, out: Path | None = None, settle_s: float = SETT
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    durable.write_text(path, text)

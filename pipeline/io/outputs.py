@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.errors import OutputError
+from pipeline.io import durable
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,19 @@ class Publisher:
             shutil.rmtree(old, ignore_errors=True)
 
     def publish(self) -> Path:
+        """Swap the staging folder into place. Every staged file is flushed to the disk first
+        and the parent folder after the renames (pipeline.io.durable), so a power cut
+        leaves either the previous outputs or the new ones, never names without data."""
         old = self.parent / f".{self.final.name}.previous"
+        try:
+            durable.sync_tree(self.staging)
+        except OSError as exc:
+            raise OutputError(f"cannot flush the staged outputs to the disk ({exc.strerror or exc})",
+                              path=self.staging, fix="check the disk and free space of the output folder") from None
         if self.final.exists():
             os.replace(self.final, old)
         os.replace(self.staging, self.final)
+        durable.fsync_path(self.parent)
         shutil.rmtree(old, ignore_errors=True)
         self.layout = OutputLayout(self.final, self.layout.basin)
         return self.final
