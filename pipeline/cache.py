@@ -652,6 +652,9 @@ def _save_block(folder: Path, k: str, out) -> None:
         raise TypeError(f"block result is a {type(out).__name__}; only numpy arrays and dicts "
                         "of them can be memoised")
     try:
+        # flushed first: a block whose name survived a power cut without its data (zeros on
+        # some file systems) would be served as a result
+        durable.fsync_path(tmp)
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -140,3 +140,16 @@ def test_sync_tree_counts_files_and_folders(tmp_path, monkeypatch):
         p.write_text("1")
     os.symlink(tmp_path / "x", tmp_path / "link")        # links are not followed
     assert durable.sync_tree(tmp_path) == 3 + 3
+
+
+@needs_proc
+def test_memo_block_flushed_before_it_is_named(tmp_path, calls):
+    import numpy as np
+
+    from pipeline.cache import BlockMemo
+
+    memo = BlockMemo(tmp_path / "blocks")
+    out = memo("test.double", lambda b: b * 2, (np.arange(12.0).reshape(3, 4),), {})
+    assert out.sum() == 132.0
+    shown = next(i for i, c in enumerate(calls) if c[0] == "replace" and c[2].endswith(".npy"))
+    assert ("fsync", calls[shown][1]) in calls[:shown]
