@@ -68,7 +68,7 @@ def tiles_with_flats(draw):
     return np.ascontiguousarray(pad[r0:r1 + 4, c0:c1 + 4])
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(tiles_with_flats())
 def test_d8_tile_equals_sparse_kernels(zp):
     ref = _sparse_reference(zp)

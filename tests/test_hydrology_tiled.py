@@ -67,7 +67,7 @@ def _one_array(z):
     return f, d8, acc
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunked_dems())
 def test_tiled_fill_d8_acc_equal_one_array(case):
     z, chunks = case
@@ -82,7 +82,7 @@ def test_tiled_fill_d8_acc_equal_one_array(case):
     assert np.array_equal(at.values, np.where(d8 == 255, -1, acc))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunked_dems(), st.integers(0, 2**32 - 1))
 def test_tiled_weighted_accumulation(case, seed):
     z, chunks = case
@@ -258,7 +258,7 @@ def test_basin_mask_upstream_mask_and_path():
         H.basin_mask(d8da, [(100, 0)])
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(chunked_dems(), st.integers(0, 2**32 - 1), st.integers(1, 4))
 def test_flow_accumulation_many_equals_separate_runs(case, seed, n_layers):
     # arbitrary float weights (summation order matters), NaNs, signed zeros and

@@ -58,7 +58,7 @@ def _bits(a):
     return np.ascontiguousarray(a, np.float32).view(np.uint32)
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(st.integers(1, 45), st.integers(1, 45), st.integers(0, 2**31 - 1), chunkings,
        st.sampled_from([30.0, 45.0, 100.0, 151.0]), st.sampled_from([(30.0, 30.0), (20.0, 30.0)]),
        st.integers(1, 4), st.booleans(), st.booleans())
@@ -154,7 +154,7 @@ def _separate_upstream_share(d8, w, acc):
     return ((num / den.where(den > 0)).where(d8valid & w.notnull())).values.astype(np.float32)
 
 
-@settings(max_examples=15, deadline=None)
+@settings(max_examples=10, deadline=None)
 @given(st.integers(2, 24), st.integers(2, 24), st.integers(0, 2**31 - 1), acc_chunkings,
        st.sampled_from([0.0, 0.2]), st.booleans())
 def test_upstream_shares_bit_identical_to_separate_accumulations(ny, nx, seed, ch, nodata_share, with_acc):
@@ -178,7 +178,7 @@ def test_upstream_shares_bit_identical_to_separate_accumulations(ny, nx, seed, c
         np.testing.assert_array_equal(_bits(g.values), _bits(_separate_upstream_share(d8da, w, acc)))
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.integers(2, 24), st.integers(2, 24), st.integers(0, 2**31 - 1), acc_chunkings, st.integers(1, 4),
        st.booleans(), st.booleans(), st.booleans(), st.booleans())
 def test_upstream_shares_of_classes_bit_identical_to_weight_rasters(ny, nx, seed, ch, k, shared_nan, with_acc,

@@ -158,7 +158,7 @@ def indicator_rows(draw):
     return row
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rows=st.lists(indicator_rows(), min_size=1, max_size=8))
 def test_rulebook_equals_reference_reading_of_method(rows):
     df = pd.DataFrame([{"site_id": f"s{i}", "vintage": "v", "year": 2020, **r}
