@@ -211,8 +211,7 @@ class HashMemo:
         if not self.dirty:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        durable.write_text(self.path, json.dumps(self.memo, indent=0, sort_keys=True), tmp=tmp)
+        durable.write_text(self.path, json.dumps(self.memo, indent=0, sort_keys=True))
         self.dirty = False
 
 

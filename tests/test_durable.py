@@ -24,29 +24,26 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 def calls(monkeypatch):
     """[("fsync", path) | ("replace", src, dst) | ("unlink", path), ...] in call order."""
     log: list[tuple] = []
-    fsync, replace, rename = os.fsync, os.replace, os.rename
+    fsync, unlink = os.fsync, Path.unlink
 
     def rec_fsync(fd):
         log.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
         return fsync(fd)
 
-    def rec_replace(src, dst, **kw):
-        log.append(("replace", str(src), str(dst)))
-        return replace(src, dst, **kw)
+    def recorded(move):
+        def rec(src, dst, **kw):
+            log.append(("replace", str(src), str(dst)))
+            return move(src, dst, **kw)
+        return rec
 
-    def rec_rename(src, dst, **kw):
-        log.append(("replace", str(src), str(dst)))
-        return rename(src, dst, **kw)
-
-    unlink = Path.unlink
 
     def rec_unlink(self, missing_ok=False):
         log.append(("unlink", str(self)))
         return unlink(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(os, "fsync", rec_fsync)
-    monkeypatch.setattr(os, "replace", rec_replace)
-    monkeypatch.setattr(os, "rename", rec_rename)
+    monkeypatch.setattr(os, "replace", recorded(os.replace))
+    monkeypatch.setattr(os, "rename", recorded(os.rename))
     monkeypatch.setattr(Path, "unlink", rec_unlink)
     monkeypatch.delenv("ECOCREDIT_FSYNC", raising=False)
     return log

@@ -752,7 +752,12 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
             out[key] = FigureFile(key, path, caption)
     workers = default_workers(len(todo)) if workers is None else max(1, int(workers))
     try:
-        if workers > 1 and len(todo) > 1:
+        # workers=2 asked for explicitly runs with one CPU too; a process that cannot be
+        # started (start_helper warns) leaves the drawing to this one
+        parallel = workers > 1 and len(todo) > 1
+        if parallel and not start_helper(force=True):
+            parallel, workers = False, 1
+        if parallel:
             _draw_parallel(run, todo, meanwhile)
         else:
             if meanwhile is not None:
@@ -767,8 +772,8 @@ def make_figures(run: RunOutputs, fig_dir: Path, reuse_from: Path | None = None,
 
 
 def _draw_parallel(run: RunOutputs, todo: list, meanwhile: Callable[[], object] | None = None) -> None:
-    """Draw `todo` here and in a second process (the one of :func:`start_helper`, else one
-    spawned now), sharing them as they go: the other process takes them from the end,
+    """Draw `todo` here and in the second process of :func:`start_helper` (started by the
+    caller), sharing them as they go: the other process takes them from the end,
     this one from the start, and this one draws every figure the other has not begun.
     `meanwhile` runs here once the other process has its figures (see make_figures).
 
@@ -782,12 +787,6 @@ def _draw_parallel(run: RunOutputs, todo: list, meanwhile: Callable[[], object] 
     import tempfile
     from concurrent.futures.process import BrokenProcessPool
 
-    if not start_helper(force=True):   # workers=2 asked for explicitly runs with one CPU too
-        if meanwhile is not None:
-            meanwhile()
-        for key, draw, path, fkey in todo:
-            _draw_to(run, draw, path, fkey)
-        return
     pool = _HELPER[0]
     lost, why, unsent = [], None, 0
     with tempfile.TemporaryDirectory(prefix="ecocredit-figures-") as tmp:
