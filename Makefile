@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 CONFIG := configs/$(BASIN).yaml
 OUT ?= outputs/$(BASIN)
 ARGS ?=
+# test processes: one per CPU, at most 4 (each runs dask on every CPU and holds up to ~1.5 GB);
+# a test file's tests share one process, so its session fixtures are built once
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .DEFAULT_GOAL := help
 .PHONY: help assess validate test bench bench-large reprocess demo-data clean-venv
@@ -18,7 +21,7 @@ help: ## list the targets
 	@echo
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 	@echo
-	@echo "  variables: BASIN=$(BASIN) (configs/<BASIN>.yaml), OUT=$(OUT), ARGS='extra cli flags'"
+	@echo "  variables: BASIN=$(BASIN) (configs/<BASIN>.yaml), OUT=$(OUT), ARGS='extra cli flags', TEST_WORKERS=$(TEST_WORKERS)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -38,8 +41,8 @@ validate: $(STAMP) ## check configs/$(BASIN).yaml and every input it names; writ
 reprocess: $(STAMP) ## pick up new imagery from the basin inbox and update outputs
 	$(PY) -m pipeline reprocess $(CONFIG) $(ARGS)
 
-test: $(STAMP) ## run the whole test suite
-	$(PY) -m pytest $(ARGS)
+test: $(STAMP) ## run the whole test suite (TEST_WORKERS=0: in one process)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 bench: $(STAMP) ## benchmarks against peer tools (hydrology, landcover, reprocess); outputs/bench/*.json
 	@for b in hydrology landcover reprocess; do $(PY) -m bench $$b $(ARGS) || exit 1; done
